@@ -1,0 +1,68 @@
+"""Statuses, per-sample records, progress and per-dataset results."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Status(str, Enum):
+    """FlagEval task statuses."""
+
+    PENDING = "P"
+    RUNNING = "R"
+    SUCCESS = "S"
+    FAILURE = "F"
+    CANCELLED = "C"
+    OUT_OF_RETRIES = "OOR"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
+
+
+class SampleRecord(BaseModel):
+    """One finished sample: what was sent, what came back, how it scored. Written to samples.jsonl."""
+
+    id: str = Field(description="Stable sample id within the dataset, e.g. 'gsm8k/17' or 'mmlu/anatomy/3'.")
+    index: int = Field(description="Position in the dataset's order.")
+    prompt: Any = Field(default=None, description="The prompt(s) or messages sent.")
+    response: Any = Field(default=None, description="Answer text(s) scored (reasoning removed).")
+    extracted: Any = Field(default=None, description="What the extraction filters took from the response.")
+    target: Any = Field(default=None, description="The reference answer.")
+    scores: dict[str, float] = Field(default_factory=dict, description="Metric name → 0/1 (or a value) for this sample.")
+    error: str | None = Field(default=None, description="Why the sample failed (no scores then).")
+    group: str | None = Field(default=None, description="Sub-task (e.g. MMLU subject) for aggregation.")
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class Progress(BaseModel):
+    """A progress event: the bar shows it locally, the operator folds it into status."""
+
+    dataset: str
+    done: int = 0
+    total: int = 0
+    failed: int = 0
+    rate: float = Field(default=0.0, description="Samples per second over the recent window.")
+
+    @property
+    def text(self) -> str:
+        return f"{self.done}/{self.total}"
+
+
+class DatasetResult(BaseModel):
+    """The outcome of one (service, dataset) run. Accuracies are percentages (0–100)."""
+
+    dataset: str
+    status: Status
+    accuracy: float | None = Field(default=None, description="Headline accuracy in percent.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Every reported metric, in percent.")
+    n_samples: int = 0
+    n_failed: int = 0
+    progress: str = ""
+    message: str = ""
