@@ -1,0 +1,23 @@
+"""The on-disk layout of runs: journals, per-sample records, results, response caches."""
+
+from flageval.results.store import (
+    RunPaths,
+    list_results,
+    read_result,
+    read_samples,
+    run_paths,
+    service_cache_dir,
+    write_result,
+    write_samples,
+)
+
+__all__ = [
+    "RunPaths",
+    "list_results",
+    "read_result",
+    "read_samples",
+    "run_paths",
+    "service_cache_dir",
+    "write_result",
+    "write_samples",
+]

@@ -1,0 +1,198 @@
+"""`flageval eval`: every dataset of one service, in this process, with a progress bar and a verdict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flageval.api import DatasetResult, EvalInfo, Status
+from flageval.api import Progress as ProgressEvent
+from flageval.datasets import DATASETS
+from flageval.engine.probe import probe
+from flageval.results import list_results, read_samples, run_paths
+from flageval.runner import RunRequest, endpoint_for, run
+from flageval.verdict import DEFAULT_TOLERANCE, DatasetVerdict, judge, paired_test
+
+# The metric each dataset's headline accuracy is computed from, for the paired test.
+PAIRED_METRIC = "accuracy"
+
+
+class BarReporter:
+    """Feeds one rich progress task per dataset."""
+
+    def __init__(self, bars: Progress, dataset: str):
+        self.bars = bars
+        self.task = bars.add_task(dataset, total=None, failed=0, rate=0.0)
+
+    def progress(self, event: ProgressEvent) -> None:
+        self.bars.update(self.task, completed=event.done, total=event.total, failed=event.failed, rate=event.rate)
+
+    def finished(self, result: DatasetResult) -> None:
+        self.bars.update(self.task, description=f"{result.dataset} [{result.status.value}]")
+
+
+def _eval_info(args: argparse.Namespace) -> EvalInfo:
+    fields = dict(
+        eval_model=args.eval_model or args.model,
+        model=args.model,
+        eval_url=args.url,
+        tokenizer=args.tokenizer,
+        api_key=args.api_key,
+        batch_size=args.batch_size,
+        num_concurrent=args.num_concurrent,
+        num_retry=args.num_retry,
+        gen_kwargs=args.gen_kwargs,
+        thinking=args.thinking,
+        retry_time=args.retry_time,
+    )
+    if args.chip:
+        fields["chip"] = args.chip
+    return EvalInfo(**fields)
+
+
+def _paired(results: list[DatasetResult], output: Path, baseline: Path) -> dict:
+    tests = {}
+    for result in results:
+        mine = list(read_samples(run_paths(output, result.dataset)))
+        theirs = list(read_samples(run_paths(baseline, result.dataset)))
+        metric = _headline_metric(mine)
+        tests[result.dataset] = paired_test(theirs, mine, metric) if metric else None
+    return tests
+
+
+def _headline_metric(records) -> str | None:
+    """The per-sample score the dataset's accuracy averages (its first score key)."""
+    for record in records:
+        if record.scores:
+            return next(iter(record.scores))
+    return None
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _table(info: EvalInfo, verdicts: list[DatasetVerdict], release: bool, has_baseline: bool) -> Table:
+    table = Table(title=f"{info.eval_model} ({info.chip}) — release: {'YES' if release else 'NO'}")
+    for column in ("dataset", "status", "accuracy", "baseline", "diff", "p (McNemar)", "95% CI of diff", "note"):
+        table.add_column(column)
+    for v in verdicts:
+        p = v.paired
+        table.add_row(
+            v.dataset,
+            v.status.value,
+            _fmt(v.accuracy),
+            _fmt(v.base_accuracy) if has_baseline else "—",
+            _fmt(v.diff, signed=True) if has_baseline else "—",
+            f"{p.p_value:.3g}" if p else "—",
+            f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]" if p else "—",
+            "" if v.within_tolerance or not has_baseline else "outside tolerance" if v.diff is not None else "",
+        )
+    return table
+
+
+def _json(info: EvalInfo, results: list[DatasetResult], verdicts: list[DatasetVerdict], release: bool) -> dict:
+    by_name = {r.dataset: r for r in results}
+    details = []
+    for v in verdicts:
+        r = by_name[v.dataset]
+        details.append(
+            {
+                "dataset": v.dataset,
+                "status": v.status.value,
+                "accuracy": v.accuracy,
+                "base_accuracy": v.base_accuracy,
+                "diff": v.diff,
+                "p_value": v.paired.p_value if v.paired else None,
+                "diff_ci": [v.paired.ci_low, v.paired.ci_high] if v.paired else None,
+                "progress": r.progress,
+                "metrics": r.metrics,
+                "n_failed": r.n_failed,
+                "message": r.message,
+            }
+        )
+    overall = Status.SUCCESS if all(r.status == Status.SUCCESS for r in results) else next(
+        r.status for r in results if r.status != Status.SUCCESS
+    )
+    return {"eval_model": info.eval_model, "chip": info.chip, "status": overall.value, "release": release, "details": details}
+
+
+async def evaluate_locally(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+
+    def fail(message: str) -> int:
+        err.print(f"flageval: error: {message}", markup=False, highlight=False)
+        return 2
+
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DATASETS]
+    if not names or unknown:
+        return fail(f"unknown dataset {', '.join(unknown) or '(none given)'}; known: {', '.join(sorted(DATASETS))}")
+    if args.limit is not None and args.limit < 1:
+        return fail("--limit must be a positive number of samples")
+    if args.baseline is not None and not list_results(args.baseline):
+        return fail(f"--baseline {args.baseline} holds no results (expected <dir>/<dataset>/result.json)")
+    from pydantic import ValidationError
+
+    from flageval.api import format_validation_error
+
+    try:
+        info = _eval_info(args)
+    except ValidationError as exc:
+        return fail(format_validation_error(exc))
+    problem = await probe(endpoint_for(info))
+    if problem:
+        return fail(problem)
+
+    output = args.output or Path(".flageval") / info.eval_model
+    bars = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("failed {task.fields[failed]}"),
+        TextColumn("{task.fields[rate]:.1f}/s"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=args.json and not err.is_terminal,
+    )
+    results = []
+    with bars:
+        for name in names:
+            request = RunRequest(
+                info,
+                name,
+                output,
+                limit=args.limit,
+                mode=args.mode,
+                data_dir=args.data_dir,
+                cache_dir=None if args.no_cache else args.cache_dir,
+            )
+            results.append(await run(request, BarReporter(bars, name)))
+
+    config_errors = [r for r in results if r.status == Status.FAILURE]
+    baseline = list_results(args.baseline) if args.baseline else None
+    paired = _paired(results, output, args.baseline) if args.baseline else None
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    verdicts, release = judge(results, baseline, tolerance=tolerance, paired=paired)
+
+    if args.json:
+        print(json.dumps(_json(info, results, verdicts, release), indent=2))
+    else:
+        out = Console()
+        out.print(_table(info, verdicts, release, baseline is not None))
+        for r in results:
+            if r.message:
+                out.print(f"{r.dataset}: {r.message}", markup=False, highlight=False)
+        out.print(f"results in {output}", markup=False, highlight=False)
+    if config_errors and len(config_errors) == len(results):
+        for r in config_errors:
+            err.print(f"flageval: error: {r.message}", markup=False, highlight=False)
+    return 0 if all(r.status == Status.SUCCESS for r in results) else 1

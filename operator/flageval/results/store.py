@@ -1,0 +1,91 @@
+"""Where one service's runs live on disk (a local directory or the results PVC).
+
+    <output>/<dataset>/journal.jsonl   finished samples, append-only (the checkpoint)
+    <output>/<dataset>/samples.jsonl   every sample record in dataset order, written at the end
+    <output>/<dataset>/result.json     the DatasetResult
+    <cache>/<sha256(url, model)[:24]>/ the response cache of one (service, model)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from flageval.api import DatasetResult, SampleRecord
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    dir: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.dir / "journal.jsonl"
+
+    @property
+    def samples(self) -> Path:
+        return self.dir / "samples.jsonl"
+
+    @property
+    def result(self) -> Path:
+        return self.dir / "result.json"
+
+
+def run_paths(output: Path, dataset: str) -> RunPaths:
+    return RunPaths(Path(output) / dataset)
+
+
+def service_cache_dir(cache_root: Path, eval_url: str, model: str) -> Path:
+    """One cache per (service URL, served model): chips serving the same model name never share answers."""
+    key = hashlib.sha256(f"{eval_url}\0{model}".encode()).hexdigest()[:24]
+    return Path(cache_root) / key
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_result(paths: RunPaths, result: DatasetResult) -> None:
+    _atomic_write(paths.result, result.model_dump_json(indent=2) + "\n")
+
+
+def read_result(paths: RunPaths) -> DatasetResult | None:
+    try:
+        return DatasetResult.model_validate_json(paths.result.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def write_samples(paths: RunPaths, records: Iterable[SampleRecord]) -> None:
+    ordered = sorted(records, key=lambda r: r.index)
+    _atomic_write(paths.samples, "".join(r.model_dump_json() + "\n" for r in ordered))
+
+
+def read_samples(paths: RunPaths) -> Iterator[SampleRecord]:
+    try:
+        with open(paths.samples, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield SampleRecord.model_validate(json.loads(line))
+    except FileNotFoundError:
+        return
+
+
+def list_results(output: Path) -> list[DatasetResult]:
+    """Every dataset result under one service's output directory, sorted by dataset name."""
+    found = []
+    for child in sorted(Path(output).iterdir()) if Path(output).is_dir() else []:
+        result = read_result(RunPaths(child))
+        if result is not None:
+            found.append(result)
+    return found

@@ -1,0 +1,204 @@
+"""One (service, dataset) run: dataset + engine + result store. The CLI, the local backend and each
+operator Job all run this same code.
+
+Exit codes of `flageval runner` (a Job's pod): 0 the dataset succeeded; 1 some samples failed after
+every retry (OOR — Kubernetes retries the Job and the journal makes the retry resume); 2 a
+configuration error (unknown dataset, missing data, bad EvalInfo — retrying cannot help); 143 when
+stopped by SIGTERM (suspend), after the journal is flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from flageval.api import DatasetResult, EvalInfo, Progress, Status, format_validation_error
+from flageval.api.genkwargs import parse_gen_kwargs, to_request_fields
+from flageval.datasets import DatasetError, default_data_dir, get_dataset
+from flageval.engine import Journal, ResponseCache, run_dataset
+from flageval.engine.types import Endpoint
+from flageval.results import run_paths, service_cache_dir, write_result, write_samples
+
+log = logging.getLogger("flageval.runner")
+
+EXIT_OK, EXIT_OOR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
+
+
+class Reporter(Protocol):
+    """Where progress and the final result go: a progress bar, a file, or a task-result object."""
+
+    def progress(self, progress: Progress) -> None: ...
+
+    def finished(self, result: DatasetResult) -> None: ...
+
+
+class NullReporter:
+    def progress(self, progress: Progress) -> None:
+        pass
+
+    def finished(self, result: DatasetResult) -> None:
+        pass
+
+
+@dataclass
+class RunRequest:
+    eval_info: EvalInfo
+    dataset: str
+    output: Path  # this service's directory: <output>/<dataset>/…
+    limit: int | None = None
+    mode: str | None = None
+    data_dir: Path | None = None
+    cache_dir: Path | None = None  # None: no response cache
+    engine_options: dict = field(default_factory=dict)  # test hooks: backoff settings, client
+
+
+def endpoint_for(info: EvalInfo) -> Endpoint:
+    return Endpoint(
+        url=info.eval_url,
+        model=info.model,
+        api_key=info.api_key,
+        num_concurrent=info.num_concurrent,
+        batch_size=info.batch_size,
+        num_retry=info.num_retry,
+        retry_time=info.retry_time,
+        gen_fields=to_request_fields(parse_gen_kwargs(info.gen_kwargs)),
+        thinking=info.thinking,
+    )
+
+
+def _config_failure(dataset: str, message: str) -> DatasetResult:
+    return DatasetResult(dataset=dataset, status=Status.FAILURE, message=message)
+
+
+async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetResult:
+    """Evaluate one dataset against one service, resuming from the journal in request.output."""
+    reporter = reporter or NullReporter()
+    endpoint = endpoint_for(request.eval_info)
+    paths = run_paths(request.output, request.dataset)
+    try:
+        dataset = get_dataset(
+            request.dataset,
+            request.data_dir or default_data_dir(),
+            limit=request.limit,
+            mode=request.mode,
+            kind=endpoint.kind,
+        )
+    except DatasetError as exc:
+        result = _config_failure(request.dataset, str(exc))
+        write_result(paths, result)
+        reporter.finished(result)
+        return result
+
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    total = dataset.total()
+    journal = Journal(paths.journal)
+    cache = None
+    if request.cache_dir is not None:
+        cache = ResponseCache(service_cache_dir(request.cache_dir, endpoint.url, endpoint.model))
+    try:
+        summary = await run_dataset(
+            endpoint,
+            dataset.items(endpoint.kind),
+            dataset.score,
+            journal,
+            cache,
+            dataset=request.dataset,
+            total=total,
+            on_progress=reporter.progress,
+            **request.engine_options,
+        )
+    finally:
+        journal.close()
+        if cache is not None:
+            cache.close()
+
+    records = list(Journal.read_latest(paths.journal).values())
+    write_samples(paths, records)
+    ok = [r for r in records if r.error is None]
+    failed = [r for r in records if r.error is not None]
+    metrics = dataset.aggregate(ok) if ok else {}
+    if failed:
+        status = Status.OUT_OF_RETRIES
+        message = f"{len(failed)} of {total} samples failed after {endpoint.num_retry} attempts; last error: {summary.last_error or failed[-1].error}"
+    else:
+        status, message = Status.SUCCESS, ""
+    result = DatasetResult(
+        dataset=request.dataset,
+        status=status,
+        accuracy=metrics.get("accuracy"),
+        metrics=metrics,
+        n_samples=total,
+        n_failed=len(failed),
+        progress=f"{len(records)}/{total}",
+        message=message,
+    )
+    write_result(paths, result)
+    reporter.finished(result)
+    return result
+
+
+def exit_code(result: DatasetResult) -> int:
+    return {Status.SUCCESS: EXIT_OK, Status.FAILURE: EXIT_CONFIG}.get(result.status, EXIT_OOR)
+
+
+def _reporter_from_env() -> Reporter:
+    target = os.environ.get("FLAGEVAL_TASK_RESULT", "")
+    if not target:
+        return NullReporter()
+    from flageval.taskresult import TaskResultReporter
+
+    namespace, _, name = target.partition("/")
+    return TaskResultReporter(namespace, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`flageval runner`: the entry point of a Job's pod. The EvalInfo comes from FLAGEVAL_EVAL_INFO
+    (JSON, without the key) and the key from FLAGEVAL_API_KEY (a Secret reference in the pod spec)."""
+    parser = argparse.ArgumentParser(prog="flageval runner", description="Evaluate one dataset against one service.")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--output", required=True, type=Path, help="this service's results directory")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--mode")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--cache-dir", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    try:
+        fields = json.loads(os.environ.get("FLAGEVAL_EVAL_INFO", ""))
+        fields["api_key"] = os.environ.get("FLAGEVAL_API_KEY", fields.get("api_key", "EMPTY"))
+        info = EvalInfo.model_validate(fields)
+    except json.JSONDecodeError as exc:
+        print(f"error: FLAGEVAL_EVAL_INFO is not JSON: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ValidationError as exc:
+        print(f"error: FLAGEVAL_EVAL_INFO: {format_validation_error(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    request = RunRequest(info, args.dataset, args.output, args.limit, args.mode, args.data_dir, args.cache_dir)
+    reporter = _reporter_from_env()
+    return asyncio.run(_run_until_terminated(request, reporter))
+
+
+async def _run_until_terminated(request: RunRequest, reporter: Reporter) -> int:
+    """SIGTERM (a suspended Job's pod going away) cancels the run; the journal is flushed on the way out."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        result = await run(request, reporter)
+    except asyncio.CancelledError:
+        log.info("stopped by SIGTERM; finished samples are in %s", run_paths(request.output, request.dataset).journal)
+        return EXIT_TERMINATED
+    log.info("%s: %s accuracy=%s %s", result.dataset, result.status.value, result.accuracy, result.message)
+    return exit_code(result)

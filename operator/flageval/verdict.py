@@ -1,0 +1,102 @@
+"""Diffs to a baseline, the release rule, and a paired significance test on per-sample results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from math import comb
+
+import numpy as np
+
+from flageval.api import DatasetResult, SampleRecord, Status
+
+DEFAULT_TOLERANCE = 0.5  # points of accuracy, FlagEval's release rule
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """How likely the two runs differ beyond chance, on the samples both answered."""
+
+    n: int  # paired samples
+    only_a: int  # right in run A, wrong in run B
+    only_b: int  # wrong in run A, right in run B
+    p_value: float  # exact two-sided McNemar
+    ci_low: float  # paired-bootstrap 95 % CI of accuracy(B) − accuracy(A), in points
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class DatasetVerdict:
+    dataset: str
+    status: Status
+    accuracy: float | None
+    base_accuracy: float | None
+    diff: float | None
+    within_tolerance: bool
+    paired: PairedTest | None = None
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: a binomial test of the discordant pairs against 1/2."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = Fraction(sum(comb(n, i) for i in range(k + 1)), 2**n)
+    return float(min(Fraction(1), 2 * tail))
+
+
+def paired_test(
+    records_a: Iterable[SampleRecord],
+    records_b: Iterable[SampleRecord],
+    metric: str,
+    *,
+    resamples: int = 2000,
+    seed: int = 1234,
+) -> PairedTest | None:
+    """McNemar and bootstrap on samples both runs scored; None when they share none."""
+    scored_a = {r.id: r.scores[metric] for r in records_a if r.error is None and metric in r.scores}
+    pairs = [(scored_a[r.id], r.scores[metric]) for r in records_b if r.error is None and metric in r.scores and r.id in scored_a]
+    if not pairs:
+        return None
+    n = len(pairs)
+    only_a = sum(1 for a, b in pairs if a >= 0.5 > b)
+    only_b = sum(1 for a, b in pairs if b >= 0.5 > a)
+    # A pair's diff is −1, 0 or +1: resampling pairs is a multinomial draw over the three.
+    counts = np.random.default_rng(seed).multinomial(n, [only_a / n, only_b / n, (n - only_a - only_b) / n], size=resamples)
+    diffs = (counts[:, 1] - counts[:, 0]) * 100.0 / n
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return PairedTest(n, only_a, only_b, mcnemar_exact(only_a, only_b), round(float(low), 2), round(float(high), 2))
+
+
+def judge(
+    results: Sequence[DatasetResult],
+    baseline: Sequence[DatasetResult] | None,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    paired: dict[str, PairedTest | None] | None = None,
+) -> tuple[list[DatasetVerdict], bool]:
+    """Per dataset: diff = accuracy − baseline accuracy. Release: every dataset S and |diff| < tolerance.
+
+    Without a baseline (or for the baseline itself) diff is 0 for a finished dataset, as FlagEval
+    reports its reference run; a dataset the baseline lacks has no diff and blocks release.
+    """
+    base = {r.dataset: r for r in baseline} if baseline is not None else None
+    verdicts = []
+    for result in results:
+        base_acc: float | None
+        if base is None:
+            base_acc = result.accuracy
+        else:
+            other = base.get(result.dataset)
+            base_acc = other.accuracy if other is not None and other.status == Status.SUCCESS else None
+        diff = None
+        if result.accuracy is not None and base_acc is not None:
+            diff = round(result.accuracy - base_acc, 2)
+        ok = result.status == Status.SUCCESS and diff is not None and abs(diff) < tolerance
+        verdicts.append(
+            DatasetVerdict(result.dataset, result.status, result.accuracy, base_acc, diff, ok, (paired or {}).get(result.dataset))
+        )
+    release = bool(verdicts) and all(v.within_tolerance for v in verdicts)
+    return verdicts, release
