@@ -1,0 +1,70 @@
+"""Diffs, the release rule and the paired test, checked against independent computations."""
+
+import random
+
+import pytest
+from scipy.stats import binomtest
+
+from flageval.api import DatasetResult, SampleRecord, Status
+from flageval.verdict import judge, mcnemar_exact, paired_test
+
+
+def result(name, acc, status=Status.SUCCESS):
+    return DatasetResult(dataset=name, status=status, accuracy=acc)
+
+
+@pytest.mark.parametrize("only_a,only_b", [(0, 0), (3, 10), (10, 3), (0, 7), (50, 50), (120, 90), (400, 351)])
+def test_mcnemar_equals_exact_binomial_test(only_a, only_b):
+    n = only_a + only_b
+    expected = 1.0 if n == 0 else binomtest(min(only_a, only_b), n, 0.5).pvalue
+    assert mcnemar_exact(only_a, only_b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_diff_and_release_within_tolerance():
+    verdicts, release = judge([result("gsm8k", 80.2), result("mmlu", 70.0)], [result("gsm8k", 80.0), result("mmlu", 70.4)])
+    assert [(v.dataset, v.base_accuracy, v.diff) for v in verdicts] == [("gsm8k", 80.0, 0.2), ("mmlu", 70.4, -0.4)]
+    assert release is True
+
+
+def test_release_refused_outside_tolerance_or_unfinished():
+    _, release = judge([result("gsm8k", 80.5)], [result("gsm8k", 80.0)])
+    assert release is False  # |diff| must be strictly below 0.5
+    _, release = judge([result("gsm8k", 80.0, Status.OUT_OF_RETRIES)], [result("gsm8k", 80.0)])
+    assert release is False
+    _, release = judge([result("gsm8k", 80.4)], [result("gsm8k", 80.0)], tolerance=0.3)
+    assert release is False
+
+
+def test_dataset_missing_from_baseline_has_no_diff_and_blocks_release():
+    verdicts, release = judge([result("gsm8k", 80.0), result("mmlu", 60.0)], [result("gsm8k", 80.0)])
+    assert verdicts[1].diff is None and verdicts[1].base_accuracy is None
+    assert release is False
+
+
+def test_no_baseline_means_the_run_is_its_own_reference():
+    verdicts, release = judge([result("gsm8k", 80.0)], None)
+    assert verdicts[0].diff == 0.0 and release is True
+
+
+def test_paired_test_counts_discordant_pairs_and_brackets_the_diff():
+    rng = random.Random(7)
+    a, b = [], []
+    for i in range(2000):
+        right_a = rng.random() < 0.7
+        right_b = right_a if rng.random() < 0.9 else not right_a
+        a.append(SampleRecord(id=f"s{i}", index=i, scores={"acc": float(right_a)}))
+        b.append(SampleRecord(id=f"s{i}", index=i, scores={"acc": float(right_b)}))
+    b.append(SampleRecord(id="only-in-b", index=9999, scores={"acc": 1.0}))
+    b[0] = SampleRecord(id="s0", index=0, error="timeout")  # failed samples are not paired
+    test = paired_test(a, b, "acc")
+    pairs = [(x.scores["acc"], y.scores["acc"]) for x, y in zip(a[1:], b[1:2000])]
+    assert test.n == 1999
+    assert test.only_a == sum(1 for x, y in pairs if x == 1 and y == 0)
+    assert test.only_b == sum(1 for x, y in pairs if x == 0 and y == 1)
+    observed = (test.only_b - test.only_a) * 100 / test.n
+    assert test.ci_low < observed < test.ci_high
+    assert 0 < test.ci_high - test.ci_low < 5
+
+
+def test_paired_test_without_common_samples_is_none():
+    assert paired_test([SampleRecord(id="a", index=0, scores={"acc": 1})], [SampleRecord(id="b", index=0, scores={"acc": 1})], "acc") is None
