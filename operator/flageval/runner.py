@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -27,7 +28,7 @@ from flageval.api.genkwargs import parse_gen_kwargs, to_request_fields
 from flageval.datasets import DatasetError, default_data_dir, get_dataset
 from flageval.engine import Journal, ResponseCache, run_dataset
 from flageval.engine.types import Endpoint
-from flageval.results import run_paths, service_cache_dir, write_result, write_samples
+from flageval.results import RunPaths, run_paths, service_cache_dir, write_progress, write_result, write_samples
 
 log = logging.getLogger("flageval.runner")
 
@@ -48,6 +49,25 @@ class NullReporter:
 
     def finished(self, result: DatasetResult) -> None:
         pass
+
+
+class ProgressFileReporter:
+    """Keeps <run dir>/progress.json current (at most once a second), then passes events on.
+    Whoever can read the results directory can follow a run: the local backend does."""
+
+    def __init__(self, paths: RunPaths, then: Reporter, interval: float = 1.0):
+        self.paths, self.then, self.interval = paths, then, interval
+        self._last = 0.0
+
+    def progress(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval or progress.done + progress.failed >= progress.total:
+            self._last = now
+            write_progress(self.paths, progress)
+        self.then.progress(progress)
+
+    def finished(self, result: DatasetResult) -> None:
+        self.then.finished(result)
 
 
 @dataclass
@@ -82,9 +102,9 @@ def _config_failure(dataset: str, message: str) -> DatasetResult:
 
 async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetResult:
     """Evaluate one dataset against one service, resuming from the journal in request.output."""
-    reporter = reporter or NullReporter()
     endpoint = endpoint_for(request.eval_info)
     paths = run_paths(request.output, request.dataset)
+    reporter = ProgressFileReporter(paths, reporter or NullReporter())
     try:
         dataset = get_dataset(
             request.dataset,

@@ -3,10 +3,12 @@
 from flageval.results.store import (
     RunPaths,
     list_results,
+    read_progress,
     read_result,
     read_samples,
     run_paths,
     service_cache_dir,
+    write_progress,
     write_result,
     write_samples,
 )
@@ -14,10 +16,12 @@ from flageval.results.store import (
 __all__ = [
     "RunPaths",
     "list_results",
+    "read_progress",
     "read_result",
     "read_samples",
     "run_paths",
     "service_cache_dir",
+    "write_progress",
     "write_result",
     "write_samples",
 ]

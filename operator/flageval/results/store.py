@@ -3,6 +3,7 @@
     <output>/<dataset>/journal.jsonl   finished samples, append-only (the checkpoint)
     <output>/<dataset>/samples.jsonl   every sample record in dataset order, written at the end
     <output>/<dataset>/result.json     the DatasetResult
+    <output>/<dataset>/progress.json   the latest progress event, while it runs
     <cache>/<sha256(url, model)[:24]>/ the response cache of one (service, model)
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from flageval.api import DatasetResult, SampleRecord
+from flageval.api import DatasetResult, Progress, SampleRecord
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class RunPaths:
     @property
     def result(self) -> Path:
         return self.dir / "result.json"
+
+    @property
+    def progress(self) -> Path:
+        return self.dir / "progress.json"
 
 
 def run_paths(output: Path, dataset: str) -> RunPaths:
@@ -89,3 +94,14 @@ def list_results(output: Path) -> list[DatasetResult]:
         if result is not None:
             found.append(result)
     return found
+
+
+def write_progress(paths: RunPaths, progress: Progress) -> None:
+    _atomic_write(paths.progress, progress.model_dump_json() + "\n")
+
+
+def read_progress(paths: RunPaths) -> Progress | None:
+    try:
+        return Progress.model_validate_json(paths.progress.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
