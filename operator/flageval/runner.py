@@ -28,7 +28,7 @@ from flageval.api.genkwargs import parse_gen_kwargs, to_request_fields
 from flageval.datasets import DatasetError, default_data_dir, get_dataset
 from flageval.engine import Journal, ResponseCache, run_dataset
 from flageval.engine.types import Endpoint
-from flageval.results import RunPaths, run_paths, service_cache_dir, write_progress, write_result, write_samples
+from flageval.results import RunPaths, run_paths, write_progress, write_result, write_samples
 
 log = logging.getLogger("flageval.runner")
 
@@ -124,7 +124,7 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
     journal = Journal(paths.journal)
     cache = None
     if request.cache_dir is not None:
-        cache = ResponseCache(service_cache_dir(request.cache_dir, endpoint.url, endpoint.model))
+        cache = ResponseCache(request.cache_dir, endpoint.url, endpoint.model)
     try:
         summary = await run_dataset(
             endpoint,
@@ -137,12 +137,12 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
             on_progress=reporter.progress,
             **request.engine_options,
         )
+        records = journal.records()
     finally:
         journal.close()
         if cache is not None:
             cache.close()
 
-    records = list(Journal.read_latest(paths.journal).values())
     write_samples(paths, records)
     ok = [r for r in records if r.error is None]
     failed = [r for r in records if r.error is not None]

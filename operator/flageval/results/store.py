@@ -4,12 +4,12 @@
     <output>/<dataset>/samples.jsonl   every sample record in dataset order, written at the end
     <output>/<dataset>/result.json     the DatasetResult
     <output>/<dataset>/progress.json   the latest progress event, while it runs
-    <cache>/<sha256(url, model)[:24]>/ the response cache of one (service, model)
+
+The response cache of one (service, model) lives under the cache root (flageval.engine.cache).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -42,12 +42,6 @@ class RunPaths:
 
 def run_paths(output: Path, dataset: str) -> RunPaths:
     return RunPaths(Path(output) / dataset)
-
-
-def service_cache_dir(cache_root: Path, eval_url: str, model: str) -> Path:
-    """One cache per (service URL, served model): chips serving the same model name never share answers."""
-    key = hashlib.sha256(f"{eval_url}\0{model}".encode()).hexdigest()[:24]
-    return Path(cache_root) / key
 
 
 def _atomic_write(path: Path, text: str) -> None:
