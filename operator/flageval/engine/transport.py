@@ -1,0 +1,319 @@
+"""How request bytes reach an endpoint: a lean HTTP/1.1 keep-alive client, or any httpx.AsyncClient.
+
+httpx spends about 0.25 ms of CPU per request in its client layer alone, and httpcore's pool scans
+every connection on every request (1 ms and more at 64 connections), which caps an evaluation at a
+few hundred requests per second. The engine posts the same JSON body to the same URL over and over,
+so `LeanTransport` does only that: one write per request, responses parsed with Content-Length or
+chunked framing, one connection per in-flight request, reused. It is used for direct http(s)
+endpoints; when a proxy applies (HTTP_PROXY/HTTPS_PROXY/NO_PROXY) or the caller passes its own
+httpx.AsyncClient, requests go through httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import urllib.request
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+
+class TransportError(Exception):
+    """The request got no complete HTTP answer: refused, reset, closed early, unparseable framing."""
+
+
+class TransportTimeout(TransportError):
+    """No complete answer within the attempt's timeout."""
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class Transport(Protocol):
+    async def post(self, payload: bytes, headers: dict[str, str], timeout: float) -> RawResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxTransport:
+    """Requests through an httpx.AsyncClient (closed here only when `owned`)."""
+
+    def __init__(self, url: str, client: httpx.AsyncClient, *, owned: bool = False) -> None:
+        self.url = url
+        self.client = client
+        self.owned = owned
+
+    async def post(self, payload: bytes, headers: dict[str, str], timeout: float) -> RawResponse:
+        try:
+            response = await self.client.post(self.url, content=payload, headers=headers, timeout=timeout)
+        except httpx.TimeoutException as error:
+            raise TransportTimeout(str(error) or type(error).__name__) from error
+        except httpx.TransportError as error:
+            raise TransportError(f"{type(error).__name__}: {error or 'connection closed'}") from error
+        return RawResponse(response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                           response.content)
+
+    async def aclose(self) -> None:
+        if self.owned:
+            await self.client.aclose()
+
+
+def proxy_applies(url: str) -> bool:
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if parts.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+_MAX_HEAD = 64 * 1024
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection carrying one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[RawResponse] | None = None
+        self.closed = False
+        self.reusable = True
+        # parse state of the current response
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.head_done = False
+        self.length: int | None = None
+        self.chunked = False
+        self.body = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            if self.head_done and self.length is None and not self.chunked:
+                # No framing: the body ran to the end of the connection.
+                waiter.set_result(RawResponse(self.status, self.headers, bytes(self.body)))
+            else:
+                detail = f"{type(exc).__name__}: {exc}" if exc else "server closed the connection"
+                got = "before answering" if not self.buffer and not self.head_done else "mid-answer"
+                waiter.set_exception(TransportError(f"{detail} ({got})"))
+
+    def send(self, data: bytes) -> asyncio.Future[RawResponse]:
+        assert self.transport is not None
+        self.buffer.clear()
+        self.body = bytearray()
+        self.head_done = False
+        self.length = None
+        self.chunked = False
+        self.headers = {}
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            # Bytes nobody asked for: the connection is out of step, never reuse it.
+            self.abort()
+            return
+        self.buffer += data
+        try:
+            self._parse()
+        except TransportError as error:
+            if not self.waiter.done():
+                self.waiter.set_exception(error)
+            self.abort()
+
+    def _parse(self) -> None:
+        buffer = self.buffer
+        if not self.head_done:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > _MAX_HEAD:
+                    raise TransportError("response head too large")
+                return
+            lines = buffer[:end].decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+                raise TransportError(f"not an HTTP response: {lines[0][:80]!r}")
+            self.status = int(parts[1])
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self.headers = headers
+            del buffer[:end + 4]
+            self.head_done = True
+            if 100 <= self.status < 200:  # interim answer: wait for the real one
+                self.head_done = False
+                return self._parse()
+            if parts[0] == "HTTP/1.0" or headers.get("connection", "").lower() == "close":
+                self.reusable = False
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                self.chunked = True
+            elif "content-length" in headers:
+                try:
+                    self.length = int(headers["content-length"])
+                except ValueError:
+                    raise TransportError("bad content-length in response") from None
+            else:
+                self.reusable = False  # body ends when the server closes
+        if self.chunked:
+            self._parse_chunks()
+        elif self.length is not None:
+            if len(buffer) >= self.length:
+                self.body = buffer[:self.length]
+                if len(buffer) > self.length:
+                    self.reusable = False
+                self._complete()
+        else:
+            self.body += buffer
+            buffer.clear()
+
+    def _parse_chunks(self) -> None:
+        buffer = self.buffer
+        while True:
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                return
+            try:
+                size = int(bytes(buffer[:line_end]).split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise TransportError("bad chunk size in response") from None
+            if size == 0:
+                rest = line_end + 2  # then optional trailers, then an empty line
+                if buffer[rest:rest + 2] == b"\r\n" or buffer.find(b"\r\n\r\n", rest) >= 0:
+                    self._complete()
+                return
+            if len(buffer) < line_end + 2 + size + 2:
+                return
+            self.body += buffer[line_end + 2:line_end + 2 + size]
+            del buffer[:line_end + 2 + size + 2]
+
+    def _complete(self) -> None:
+        waiter = self.waiter
+        self.waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(RawResponse(self.status, self.headers, bytes(self.body)))
+        if not self.reusable:
+            self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+
+
+class LeanTransport:
+    """POSTs to one URL over up to `max_connections` reused HTTP/1.1 connections."""
+
+    def __init__(self, url: str, max_connections: int, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl = (ssl_context or httpx.create_ssl_context()) if parts.scheme == "https" else None
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        default_port = (parts.scheme == "https" and self.port == 443) or (parts.scheme == "http" and self.port == 80)
+        host_header = parts.hostname if default_port else f"{parts.hostname}:{self.port}"
+        if ":" in parts.hostname and not default_port:
+            host_header = f"[{parts.hostname}]:{self.port}"
+        self._head_prefix = f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: flageval\r\naccept: application/json\r\n"
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(max(1, max_connections))
+        self._all: set[_Connection] = set()
+        self._closed = False
+
+    async def _connect(self, timeout: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl), timeout)
+        except asyncio.TimeoutError:
+            raise TransportTimeout(f"connecting to {self.host}:{self.port} took over {timeout:.3g}s") from None
+        except OSError as error:
+            raise TransportError(f"{type(error).__name__}: {error}") from None
+        return connection
+
+    async def post(self, payload: bytes, headers: dict[str, str], timeout: float) -> RawResponse:
+        if self._closed:
+            raise TransportError("transport closed")
+        head = self._head_prefix + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        data = f"{head}content-length: {len(payload)}\r\n\r\n".encode() + payload
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self._slots:
+            connection = None
+            while self._idle:
+                candidate = self._idle.pop()
+                if not candidate.closed:
+                    connection = candidate
+                    break
+                self._all.discard(candidate)
+            if connection is None:
+                connection = await self._connect(max(0.001, deadline - loop.time()))
+                self._all.add(connection)
+            waiter = connection.send(data)
+            timer = loop.call_at(deadline, _expire, waiter, timeout)
+            try:
+                response = await waiter
+            except BaseException:
+                # Timed out, failed or cancelled mid-request: the connection's state is unknown.
+                connection.abort()
+                self._all.discard(connection)
+                raise
+            finally:
+                timer.cancel()
+            if connection.closed or not connection.reusable:
+                connection.abort()
+                self._all.discard(connection)
+            else:
+                self._idle.append(connection)
+            return response
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for connection in list(self._all):
+            if connection.transport is not None:
+                connection.transport.close()
+        self._all.clear()
+        self._idle.clear()
+
+
+def _expire(waiter: asyncio.Future[RawResponse], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(TransportTimeout(f"no answer within {timeout:.3g}s"))
+
+
+def build_transport(url: str, max_connections: int, request_timeout: float,
+                    client: httpx.AsyncClient | None = None) -> Transport:
+    if client is not None:
+        return HttpxTransport(url, client)
+    if proxy_applies(url):
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        return HttpxTransport(url, httpx.AsyncClient(limits=limits, timeout=request_timeout), owned=True)
+    return LeanTransport(url, max_connections)

@@ -1,0 +1,602 @@
+"""An OpenAI-compatible HTTP server in front of an Answerer, with latency and fault injection.
+
+Plain asyncio HTTP/1.1 with keep-alive: no framework in the request path, so that the server is never
+what a benchmark of a client measures. Endpoints: POST /v1/chat/completions, POST /v1/completions,
+GET /v1/models, GET /health, GET /stats (requests per sample key, faults served), POST /stats/reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flageval.mock_model.answerer import Answerer
+
+FAULT_KINDS = ("503", "429", "500", "reset", "bad_json", "stall")
+# A bare --fault-rate number is spread over these; a stall holds a client for its whole timeout, so it
+# is only injected when asked for by name.
+DEFAULT_FAULT_KINDS = ("503", "429", "500", "reset", "bad_json")
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+MAX_BODY = 64 * 1024 * 1024
+
+
+class EchoAnswerer:
+    """Answers with the question itself: chat content = last user message; completions append ' re:<key>'.
+
+    The sample key is the message or prompt (hashed when longer than 64 characters)."""
+
+    @staticmethod
+    def key_of(text: str) -> str:
+        return text if len(text) <= 64 else "sha1:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def chat(self, messages: list[dict[str, Any]], body: dict[str, Any]) -> tuple[str, str]:
+        text = ""
+        for message in reversed(messages):
+            if message.get("role") == "user":
+                content = message.get("content")
+                if isinstance(content, list):
+                    content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+                text = str(content or "")
+                break
+        return self.key_of(text), text
+
+    def completion(self, prompt: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        key = self.key_of(prompt)
+        generated = "" if body.get("max_tokens") == 0 else f" re:{key}"
+        choice: dict[str, Any] = {"text": generated, "finish_reason": "length", "logprobs": None}
+        if body.get("echo"):
+            choice["text"] = prompt + generated
+        if body.get("logprobs") is not None:
+            text = choice["text"]
+            tokens = re.findall(r"\s*\S+|\s+$", text) or [text]
+            offsets, position = [], 0
+            for token in tokens:
+                offsets.append(position)
+                position += len(token)
+            first = 0 if body.get("echo") else 1
+            choice["logprobs"] = {
+                "tokens": tokens,
+                "token_logprobs": [None if (i == 0 and first == 0) else -1.0 for i in range(len(tokens))],
+                "top_logprobs": [None if (i == 0 and first == 0) else {t: -1.0} for i, t in enumerate(tokens)],
+                "text_offset": offsets,
+            }
+        return key, choice
+
+
+@dataclass
+class FaultPlan:
+    """Which fault (if any) a request gets: a pure function of (seed, sample key, how many times that
+    key was asked before), so a run's faults do not depend on the order requests arrive in."""
+
+    rates: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    retry_after: float = 1.0
+    stall_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rates) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+        if any(r < 0 for r in self.rates.values()) or sum(self.rates.values()) > 1 + 1e-9:
+            raise ValueError("fault rates must be ≥ 0 and add up to at most 1")
+
+    def pick(self, key: str, nth: int) -> str | None:
+        if not self.rates:
+            return None
+        digest = hashlib.sha256(f"{self.seed}:{key}:{nth}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        edge = 0.0
+        for kind in FAULT_KINDS:
+            edge += self.rates.get(kind, 0.0)
+            if u < edge:
+                return kind
+        return None
+
+
+def parse_fault_rates(spec: str | None, kinds: Sequence[str] | None = None) -> dict[str, float]:
+    """'0.3' → 0.3 spread evenly over `kinds`; '503=0.1,reset=0.05' → those rates."""
+    if not spec:
+        return {}
+    spec = spec.strip()
+    try:
+        total = float(spec)
+    except ValueError:
+        rates: dict[str, float] = {}
+        for pair in spec.split(","):
+            kind, sep, value = pair.partition("=")
+            if not sep:
+                raise ValueError(f"fault rate '{pair}' is not kind=rate") from None
+            rates[kind.strip()] = float(value)
+        return rates
+    chosen = tuple(kinds or DEFAULT_FAULT_KINDS)
+    return {kind: total / len(chosen) for kind in chosen}
+
+
+@dataclass
+class ServerOptions:
+    latency: float = 0.0  # seconds before every answer
+    latency_jitter: float = 0.0  # plus uniform [0, jitter)
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    served_model: str | None = None  # None: any model name is accepted
+    api_key: str | None = None  # None: no authorization required
+    reasoning_field: bool = False  # thinking in reasoning_content instead of <think> in content
+    seed: int = 0
+
+
+class _Action:
+    __slots__ = ("data", "close", "kind", "delay")
+
+    def __init__(self, data: bytes, *, close: bool = False, kind: str = "respond", delay: float = 0.0) -> None:
+        self.data = data
+        self.close = close
+        self.kind = kind  # respond | reset | stall
+        self.delay = delay
+
+
+def _response(status: int, payload: Any, *, headers: Sequence[tuple[str, str]] = (), close: bool = False,
+              raw: bytes | None = None) -> bytes:
+    body = raw if raw is not None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "content-type: application/json",
+            f"content-length: {len(body)}"]
+    head.extend(f"{name}: {value}" for name, value in headers)
+    if close:
+        head.append("connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error", **kw: Any) -> bytes:
+    return _response(status, {"error": {"message": message, "type": kind, "code": status}}, **kw)
+
+
+class MockModelServer:
+    """Holds the answerer, options and request counts; `start()` binds a listening socket."""
+
+    def __init__(self, answerer: Answerer | None = None, options: ServerOptions | None = None) -> None:
+        self.answerer: Answerer = answerer or EchoAnswerer()
+        self.options = options or ServerOptions()
+        self.rng = random.Random(self.options.seed)
+        self.by_key: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.by_path: Counter[str] = Counter()
+        self.total = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._created = int(time.time())
+
+    # -- stats -------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {"total": self.total, "by_key": dict(self.by_key), "faults": dict(self.faults),
+                "by_path": dict(self.by_path)}
+
+    def reset_stats(self) -> None:
+        self.by_key.clear()
+        self.faults.clear()
+        self.by_path.clear()
+        self.total = 0
+
+    # -- serving -----------------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=4096,
+                                                reuse_address=True)
+        bound = self._server.sockets[0].getsockname()
+        return bound[0], bound[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    # -- request handling --------------------------------------------------------------------------
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes, keep_alive: bool) -> _Action:
+        close = not keep_alive
+        path = path.split("?", 1)[0]
+        if path.endswith("/") and len(path) > 1:
+            path = path.rstrip("/")
+        self.by_path[path] += 1
+        if path in ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions"):
+            if method != "POST":
+                return _Action(_error(405, f"{method} is not allowed on {path}", close=close), close=close)
+            return self._generate(path, headers, body, close)
+        if path in ("/v1/models", "/models") and method == "GET":
+            models = [self.options.served_model or "mock-model"]
+            data = {"object": "list", "data": [{"id": m, "object": "model", "created": self._created,
+                                                "owned_by": "flageval"} for m in models]}
+            return _Action(_response(200, data, close=close), close=close)
+        if path == "/health" and method == "GET":
+            return _Action(_response(200, {"status": "ok"}, close=close), close=close)
+        if path == "/stats" and method == "GET":
+            return _Action(_response(200, self.stats(), close=close), close=close)
+        if path == "/stats/reset" and method == "POST":
+            self.reset_stats()
+            return _Action(_response(200, {"status": "reset"}, close=close), close=close)
+        return _Action(_error(404, f"no route {method} {path}", "not_found", close=close), close=close)
+
+    def _generate(self, path: str, headers: dict[str, str], raw: bytes, close: bool) -> _Action:
+        options = self.options
+        if options.api_key is not None and headers.get("authorization") != f"Bearer {options.api_key}":
+            return _Action(_error(401, "invalid API key", "authentication_error", close=close), close=close)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _Action(_error(400, "request body is not valid JSON", close=close), close=close)
+        if not isinstance(body, dict):
+            return _Action(_error(400, "request body must be a JSON object", close=close), close=close)
+        model = body.get("model")
+        if options.served_model is not None and model != options.served_model:
+            return _Action(_error(404, f"The model `{model}` does not exist.", "NotFoundError", close=close),
+                           close=close)
+        chat = "chat" in path
+        try:
+            keys, payload = self._chat(body, model) if chat else self._completions(body, model)
+        except _BadRequest as error:
+            return _Action(_error(400, str(error), close=close), close=close)
+
+        nth = self.by_key[keys[0]]
+        for key in keys:
+            self.by_key[key] += 1
+        self.total += 1
+        delay = options.latency + (self.rng.uniform(0, options.latency_jitter) if options.latency_jitter else 0.0)
+        fault = options.faults.pick(keys[0], nth)
+        if fault is None:
+            return _Action(_response(200, payload, close=close), close=close, delay=delay)
+        self.faults[fault] += 1
+        retry_after = f"{options.faults.retry_after:g}"
+        if fault == "503":
+            data = _error(503, "server overloaded, retry later", "ServiceUnavailable",
+                          headers=[("retry-after", retry_after)], close=close)
+        elif fault == "429":
+            data = _error(429, "rate limit reached", "RateLimitError", headers=[("retry-after", retry_after)],
+                          close=close)
+        elif fault == "500":
+            data = _error(500, "internal error", "InternalServerError", close=close)
+        elif fault == "bad_json":
+            data = _response(200, None, raw=b'{"id":"cmpl-broken","choices":[{"index":0,"mess', close=close)
+        elif fault == "reset":
+            # Headers promise a body that never comes; the socket is then reset.
+            return _Action(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n{\"id\"",
+                           kind="reset", delay=delay)
+        else:
+            return _Action(b"", kind="stall", delay=options.faults.stall_seconds)
+        return _Action(data, close=close, delay=delay)
+
+    def _chat(self, body: dict[str, Any], model: Any) -> tuple[list[str], dict[str, Any]]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise _BadRequest("'messages' must be a non-empty list of message objects")
+        key, content = self.answerer.chat(messages, body)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        template_kwargs = body.get("chat_template_kwargs")
+        if isinstance(template_kwargs, dict) and template_kwargs.get("enable_thinking"):
+            thought = "Let me work through this step by step."
+            if self.options.reasoning_field:
+                message["reasoning_content"] = thought
+            else:
+                message["content"] = f"<think>\n{thought}\n</think>\n\n{content}"
+        return [key], {
+            "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
+
+    def _completions(self, body: dict[str, Any], model: Any) -> tuple[list[str], dict[str, Any]]:
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise _BadRequest("'prompt' must be a string or a non-empty list of strings")
+        keys, choices = [], []
+        for index, text in enumerate(prompts):
+            key, choice = self.answerer.completion(text, body)
+            keys.append(key)
+            choices.append({**choice, "index": index})
+        return keys, {
+            "id": f"cmpl-{self.total}", "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests in order and answers them one at a time (pipelining-safe)."""
+
+    def __init__(self, server: MockModelServer) -> None:
+        self.server = server
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.waiting = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.waiting:
+            self._process()
+
+    def _process(self) -> None:
+        while self.transport is not None and not self.waiting:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                if len(self.buffer) > 65536:
+                    self._reply_and_close(_error(413, "request head too large", close=True))
+                return
+            try:
+                request_line, *header_lines = self.buffer[:head_end].decode("latin-1").split("\r\n")
+                method, target, version = request_line.split(" ", 2)
+            except ValueError:
+                self._reply_and_close(_error(400, "malformed request line", close=True))
+                return
+            headers: dict[str, str] = {}
+            for line in header_lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                self._reply_and_close(_error(411, "chunked request bodies are not supported", close=True))
+                return
+            try:
+                length = int(headers.get("content-length", "0"))
+            except ValueError:
+                self._reply_and_close(_error(400, "bad content-length", close=True))
+                return
+            if length > MAX_BODY:
+                self._reply_and_close(_error(413, "request body too large", close=True))
+                return
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            body = bytes(self.buffer[head_end + 4:end])
+            del self.buffer[:end]
+            connection = headers.get("connection", "").lower()
+            keep_alive = connection != "close" and (version != "HTTP/1.0" or connection == "keep-alive")
+            action = self.server.handle(method, target, headers, body, keep_alive)
+            if action.delay > 0:
+                self.waiting = True
+                self.timer = asyncio.get_running_loop().call_later(action.delay, self._deliver, action)
+                return
+            self._perform(action)
+
+    def _deliver(self, action: _Action) -> None:
+        self.timer = None
+        self.waiting = False
+        self._perform(action)
+        self._process()
+
+    def _perform(self, action: _Action) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if action.kind == "respond":
+            transport.write(action.data)
+            if action.close:
+                transport.close()
+                self.transport = None
+        elif action.kind == "reset":
+            transport.write(action.data)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+            self.transport = None
+        else:  # a stall ends by dropping the connection
+            transport.abort()
+            self.transport = None
+
+    def _reply_and_close(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+            self.transport.close()
+            self.transport = None
+
+
+# -- running it -------------------------------------------------------------------------------------
+
+class MockURL(str):
+    """The base URL of a running mock (e.g. http://127.0.0.1:40123), with its server at hand."""
+
+    server: MockModelServer
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self}/v1/chat/completions"
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self}/v1/completions"
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.stats()
+
+    def reset_stats(self) -> None:
+        self.server.reset_stats()
+
+
+@contextlib.contextmanager
+def serve_in_thread(answerer: Answerer | None = None, options: ServerOptions | None = None,
+                    **option_fields: Any) -> Iterator[MockURL]:
+    """Run a mock on 127.0.0.1 (a free port) in a background thread for the duration of the block.
+
+    `option_fields` are ServerOptions fields, e.g. serve_in_thread(latency=0.01, faults=FaultPlan(...)).
+    """
+    if options is None:
+        options = ServerOptions(**option_fields)
+    elif option_fields:
+        raise TypeError("pass either options or option fields, not both")
+    server = MockModelServer(answerer, options)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    bound: list[Any] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            bound.append(loop.run_until_complete(server.start("127.0.0.1", 0)))
+        except BaseException as error:  # reported to the caller below
+            bound.append(error)
+        started.set()
+        if isinstance(bound[0], tuple):
+            loop.run_forever()
+        loop.run_until_complete(server.close())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="mock-model", daemon=True)
+    thread.start()
+    started.wait()
+    if isinstance(bound[0], BaseException):
+        thread.join()
+        raise bound[0]
+    url = MockURL(f"http://127.0.0.1:{bound[0][1]}")
+    url.server = server
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def serve_in_subprocess(argv: Sequence[str] = (), *, python: str | None = None,
+                        startup_timeout: float = 30.0) -> Iterator[str]:
+    """Run `flageval mock-model --port 0 …argv` in its own process; yields its base URL."""
+    command = [python or sys.executable, "-m", "flageval.mock_model.server", "--host", "127.0.0.1", "--port", "0",
+               *argv]
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        line = ""
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if line.startswith("listening on "):
+                break
+            if not line and process.poll() is not None:
+                raise RuntimeError(f"mock model exited: {process.stderr.read().strip() if process.stderr else ''}")
+        else:
+            raise RuntimeError("mock model did not start in time")
+        yield line.split("listening on ", 1)[1].strip()
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flageval mock-model",
+        description="OpenAI-compatible reference model: answers benchmark questions right with a set probability.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9010, help="0 picks a free port (printed on start)")
+    parser.add_argument("--accuracy", type=float, default=0.75, help="probability of answering a question right")
+    parser.add_argument("--seed", type=int, default=0, help="which questions are answered right, and the faults")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
+    parser.add_argument("--latency-jitter", type=float, default=0.0, help="plus a uniform random [0, this) seconds")
+    parser.add_argument("--fault-rate", default="",
+                        help="fraction of requests that fail: a number spread over --faults, or kind=rate pairs "
+                             f"(kinds: {', '.join(FAULT_KINDS)})")
+    parser.add_argument("--faults", default=",".join(DEFAULT_FAULT_KINDS),
+                        help="kinds a bare --fault-rate number is spread over")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429/503")
+    parser.add_argument("--stall-seconds", type=float, default=3600.0, help="how long a stalled request hangs")
+    parser.add_argument("--model", default=None, help="served model name; other names get 404 (default: any)")
+    parser.add_argument("--api-key", default=None, help="require this bearer token")
+    parser.add_argument("--reasoning-field", action="store_true",
+                        help="with thinking on, put reasoning in reasoning_content instead of <think> in content")
+    parser.add_argument("--data-dir", default=os.environ.get("FLAGEVAL_DATA_DIR"),
+                        help="benchmark data the answers come from (env FLAGEVAL_DATA_DIR)")
+    parser.add_argument("--answerer", choices=("benchmarks", "echo"), default="benchmarks",
+                        help="'echo' repeats the question (no data needed)")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> ServerOptions:
+    kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
+    plan = FaultPlan(parse_fault_rates(args.fault_rate, kinds), seed=args.seed, retry_after=args.retry_after,
+                     stall_seconds=args.stall_seconds)
+    return ServerOptions(latency=args.latency, latency_jitter=args.latency_jitter, faults=plan,
+                         served_model=args.model, api_key=args.api_key, reasoning_field=args.reasoning_field,
+                         seed=args.seed)
+
+
+def make_answerer(args: argparse.Namespace) -> Answerer:
+    if args.answerer == "echo":
+        return EchoAnswerer()
+    if not args.data_dir:
+        raise ValueError("--data-dir (or FLAGEVAL_DATA_DIR) is needed to answer benchmark questions")
+    from flageval.mock_model.answers import default_answerer
+
+    return default_answerer(Path(args.data_dir), args.accuracy, args.seed)
+
+
+async def _serve_forever(server: MockModelServer, host: str, port: int) -> None:
+    bound_host, bound_port = await server.start(host, port)
+    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
+    print(f"listening on http://{shown}:{bound_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = options_from_args(args)
+        answerer = make_answerer(args)
+    except Exception as error:  # bad options or unreadable data: one line, no traceback
+        print(f"flageval mock-model: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve_forever(MockModelServer(answerer, options), args.host, args.port))
+    except OSError as error:
+        print(f"flageval mock-model: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
