@@ -2,12 +2,14 @@
 
 Each record is handed to the kernel as soon as it is appended (one write of one whole line), so a
 killed process loses nothing it journaled; fsync runs every `fsync_every` records or `fsync_interval`
-seconds and on flush/close, which bounds what a crashed node can lose. A torn last line (the node died
+seconds (off the event loop, see `flush_in_background`) and on flush/close, which bounds what a
+crashed node can lose. A torn last line (the node died
 mid-write) is cut off when the journal is opened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -18,7 +20,7 @@ from flageval.api import SampleRecord
 
 
 class Journal:
-    def __init__(self, path: str | os.PathLike[str], *, fsync_every: int = 256, fsync_interval: float = 2.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, fsync_every: int = 1024, fsync_interval: float = 1.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync_every = max(1, fsync_every)
@@ -95,19 +97,27 @@ class Journal:
             view = view[written:]
         self._ok[record.id] = record.error is None
         self._unsynced += 1
-        if self._unsynced >= self.fsync_every or time.monotonic() - self._last_sync >= self.fsync_interval:
+        if self._unsynced >= self.fsync_every:
             self.flush()
 
     def flush(self) -> None:
         """Make every appended record durable."""
-        if self._fd is not None and self._unsynced:
-            os.fsync(self._fd)
+        if self._fd is not None:
+            os.fsync(self._fd)  # also when a background fsync may still be under way
         self._unsynced = 0
         self._last_sync = time.monotonic()
 
-    def flush_if_due(self) -> None:
-        if self._unsynced and time.monotonic() - self._last_sync >= self.fsync_interval:
-            self.flush()
+    def flush_due(self) -> bool:
+        return bool(self._unsynced) and time.monotonic() - self._last_sync >= self.fsync_interval
+
+    async def flush_in_background(self) -> None:
+        """fsync in a thread, so that the workers keep going while the disk catches up."""
+        if self._fd is None or not self._unsynced:
+            return
+        fd = self._fd
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+        await asyncio.to_thread(_fsync_quietly, fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -120,3 +130,10 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fsync_quietly(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError:  # closed meanwhile: close() synced it
+        pass

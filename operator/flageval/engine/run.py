@@ -231,7 +231,8 @@ async def run_dataset(endpoint: Endpoint, items: Iterable[WorkItem], score: Scor
         while True:
             await asyncio.sleep(max(0.01, progress_interval))
             emit()
-            journal.flush_if_due()
+            if journal.flush_due():
+                await journal.flush_in_background()
 
     reporter = asyncio.create_task(report())
     workers = [asyncio.create_task(run.worker()) for _ in range(max(1, endpoint.num_concurrent))]

@@ -84,6 +84,19 @@ class EchoAnswerer:
         return key, choice
 
 
+class FixedAnswerer:
+    """The same answer to every question (load tests: no answer logic, no data)."""
+
+    def __init__(self, text: str = "The answer is 42.\n#### 42") -> None:
+        self.text = text
+
+    def chat(self, messages: list[dict[str, Any]], body: dict[str, Any]) -> tuple[str, str]:
+        return EchoAnswerer().chat(messages, body)[0], self.text
+
+    def completion(self, prompt: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return EchoAnswerer.key_of(prompt), {"text": self.text, "finish_reason": "stop", "logprobs": None}
+
+
 @dataclass
 class FaultPlan:
     """Which fault (if any) a request gets: a pure function of (seed, sample key, how many times that
@@ -180,19 +193,23 @@ class MockModelServer:
         self.faults: Counter[str] = Counter()
         self.by_path: Counter[str] = Counter()
         self.total = 0
+        self.first_request_time: float | None = None  # wall clock, for start-up measurements
+        self.last_request_time: float | None = None
         self._server: asyncio.base_events.Server | None = None
         self._created = int(time.time())
 
     # -- stats -------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         return {"total": self.total, "by_key": dict(self.by_key), "faults": dict(self.faults),
-                "by_path": dict(self.by_path)}
+                "by_path": dict(self.by_path), "first_request_time": self.first_request_time,
+                "last_request_time": self.last_request_time}
 
     def reset_stats(self) -> None:
         self.by_key.clear()
         self.faults.clear()
         self.by_path.clear()
         self.total = 0
+        self.first_request_time = self.last_request_time = None
 
     # -- serving -----------------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -258,6 +275,9 @@ class MockModelServer:
         for key in keys:
             self.by_key[key] += 1
         self.total += 1
+        self.last_request_time = time.time()
+        if self.first_request_time is None:
+            self.first_request_time = self.last_request_time
         delay = options.latency + (self.rng.uniform(0, options.latency_jitter) if options.latency_jitter else 0.0)
         fault = options.faults.pick(keys[0], nth)
         if fault is None:
@@ -544,8 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with thinking on, put reasoning in reasoning_content instead of <think> in content")
     parser.add_argument("--data-dir", default=os.environ.get("FLAGEVAL_DATA_DIR"),
                         help="benchmark data the answers come from (env FLAGEVAL_DATA_DIR)")
-    parser.add_argument("--answerer", choices=("benchmarks", "echo"), default="benchmarks",
-                        help="'echo' repeats the question (no data needed)")
+    parser.add_argument("--answerer", choices=("benchmarks", "echo", "fixed"), default="benchmarks",
+                        help="'echo' repeats the question, 'fixed' always says --fixed-text (no data needed)")
+    parser.add_argument("--fixed-text", default="The answer is 42.\n#### 42")
     return parser
 
 
@@ -561,6 +582,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 def make_answerer(args: argparse.Namespace) -> Answerer:
     if args.answerer == "echo":
         return EchoAnswerer()
+    if args.answerer == "fixed":
+        return FixedAnswerer(args.fixed_text)
     if not args.data_dir:
         raise ValueError("--data-dir (or FLAGEVAL_DATA_DIR) is needed to answer benchmark questions")
     from flageval.mock_model.answers import default_answerer
