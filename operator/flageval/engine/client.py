@@ -259,7 +259,7 @@ class EndpointClient:
                         result = parse(json.loads(response.content))
                     except (ValueError, TypeError, KeyError, AttributeError) as error:
                         reason = str(error) if isinstance(error, MalformedResponse) else "body is not JSON"
-                        last = f"unusable answer from {endpoint.url} ({reason}): {excerpt(response.text)!r}"
+                        last = f"unusable answer from {endpoint.url} ({reason}): {excerpt(response.text)}"
                         metrics.observe_attempt("malformed", elapsed)
                     else:
                         metrics.observe_attempt("ok", elapsed)
@@ -267,7 +267,7 @@ class EndpointClient:
                             self.breaker.success()
                         return result
                 else:
-                    last = f"HTTP {status} from {endpoint.url}: {excerpt(response.text)!r}"
+                    last = f"HTTP {status} from {endpoint.url}: {excerpt(response.text) or '(empty body)'}"
                     retryable = status >= 500 or status in RETRYABLE_4XX
                     metrics.observe_attempt(f"http_{status // 100}xx", elapsed)
                     if not retryable:

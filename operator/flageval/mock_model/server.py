@@ -192,7 +192,7 @@ class MockModelServer:
         self.by_key: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.by_path: Counter[str] = Counter()
-        self.total = 0
+        self.total = 0  # generation requests received, rejected ones included
         self.first_request_time: float | None = None  # wall clock, for start-up measurements
         self.last_request_time: float | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -253,6 +253,10 @@ class MockModelServer:
 
     def _generate(self, path: str, headers: dict[str, str], raw: bytes, close: bool) -> _Action:
         options = self.options
+        self.total += 1
+        self.last_request_time = time.time()
+        if self.first_request_time is None:
+            self.first_request_time = self.last_request_time
         if options.api_key is not None and headers.get("authorization") != f"Bearer {options.api_key}":
             return _Action(_error(401, "invalid API key", "authentication_error", close=close), close=close)
         try:
@@ -274,10 +278,6 @@ class MockModelServer:
         nth = self.by_key[keys[0]]
         for key in keys:
             self.by_key[key] += 1
-        self.total += 1
-        self.last_request_time = time.time()
-        if self.first_request_time is None:
-            self.first_request_time = self.last_request_time
         delay = options.latency + (self.rng.uniform(0, options.latency_jitter) if options.latency_jitter else 0.0)
         fault = options.faults.pick(keys[0], nth)
         if fault is None:
