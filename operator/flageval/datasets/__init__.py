@@ -1,0 +1,71 @@
+"""Benchmarks: one small module each (load → prompt → extract → score), found by name here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from flageval.datasets.base import Dataset, DatasetError
+from flageval.engine.types import EndpointKind
+
+# name → "module:factory"; imported on use so one dataset's dependencies never burden another.
+DATASETS: dict[str, str] = {
+    "gsm8k": "flageval.datasets.gsm8k:GSM8K",
+    "mmlu": "flageval.datasets.mmlu:MMLU",
+}
+
+# domain → mode → datasets. A mode is a named suite; "default" is what a domain runs when none is named.
+SUITES: dict[str, dict[str, list[str]]] = {
+    "NLP": {"default": ["gsm8k", "mmlu"], "gsm8k": ["gsm8k"], "mmlu": ["mmlu"]},
+}
+
+_REPO_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
+_IMAGE_DATA = Path("/data/datasets")
+
+
+def default_data_dir() -> Path:
+    """FLAGEVAL_DATA_DIR, else ../shared/datasets beside a source checkout, else the runner image's /data/datasets."""
+    if os.environ.get("FLAGEVAL_DATA_DIR"):
+        return Path(os.environ["FLAGEVAL_DATA_DIR"])
+    return _REPO_DATA if _REPO_DATA.is_dir() else _IMAGE_DATA
+
+
+def _factory(name: str) -> Callable[..., Dataset]:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}")
+    module_name, _, attr = DATASETS[name].partition(":")
+    from importlib import import_module
+
+    return getattr(import_module(module_name), attr)
+
+
+def get_dataset(
+    name: str,
+    data_dir: Path | str | None = None,
+    *,
+    limit: int | None = None,
+    mode: str | None = None,
+    kind: EndpointKind = "chat",
+) -> Dataset:
+    """Load a dataset by name. Raises DatasetError with a one-line reason when it cannot."""
+    if limit is not None and limit < 1:
+        raise DatasetError(f"limit must be positive, got {limit}")
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    if not data_dir.is_dir():
+        raise DatasetError(f"data directory {data_dir} does not exist (set FLAGEVAL_DATA_DIR or --data-dir)")
+    return _factory(name)(data_dir, limit=limit, mode=mode, kind=kind)
+
+
+def suite(domain: str, mode: str | None = None) -> list[str]:
+    """The datasets a domain's mode names (mode None: the domain's default suite)."""
+    modes = SUITES.get(domain)
+    if modes is None:
+        raise DatasetError(f"unknown domain '{domain}'; known: {', '.join(SUITES)}")
+    key = mode or "default"
+    if key not in modes:
+        raise DatasetError(f"unknown mode '{key}' for domain {domain}; known: {', '.join(modes)}")
+    return list(modes[key])
+
+
+__all__ = ["DATASETS", "SUITES", "Dataset", "DatasetError", "default_data_dir", "get_dataset", "suite"]
