@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from flageval.datasets import default_data_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
 FLAGEVAL = [sys.executable, "-m", "flageval.cli"]
@@ -30,7 +32,7 @@ def free_port() -> int:
 def start_model(seed: int, accuracy: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [*FLAGEVAL, "mock-model", "--port", str(port), "--accuracy", str(accuracy), "--seed", str(seed), "--latency", "0.01"],
+        [*FLAGEVAL, "mock-model", "--port", str(port), "--data-dir", str(default_data_dir()), "--accuracy", str(accuracy), "--seed", str(seed), "--latency", "0.01"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

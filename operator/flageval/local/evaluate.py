@@ -81,9 +81,12 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 
 def _table(info: EvalInfo, verdicts: list[DatasetVerdict], release: bool, has_baseline: bool) -> Table:
-    table = Table(title=f"{info.eval_model} ({info.chip}) — release: {'YES' if release else 'NO'}")
-    for column in ("dataset", "status", "accuracy", "baseline", "diff", "p (McNemar)", "95% CI of diff", "note"):
-        table.add_column(column)
+    table = Table(
+        title=f"{info.eval_model} ({info.chip}) — release: {'YES' if release else 'NO'}",
+        caption="p: exact McNemar on paired samples; 95% CI: paired bootstrap of the diff" if has_baseline else None,
+    )
+    for column in ("dataset", "status", "accuracy", "baseline", "diff", "p", "95% CI", "verdict"):
+        table.add_column(column, no_wrap=True)
     for v in verdicts:
         p = v.paired
         table.add_row(
@@ -94,7 +97,7 @@ def _table(info: EvalInfo, verdicts: list[DatasetVerdict], release: bool, has_ba
             _fmt(v.diff, signed=True) if has_baseline else "—",
             f"{p.p_value:.3g}" if p else "—",
             f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]" if p else "—",
-            "" if v.within_tolerance or not has_baseline else "outside tolerance" if v.diff is not None else "",
+            ("ok" if v.within_tolerance else "differs" if v.diff is not None else "no baseline") if has_baseline else "",
         )
     return table
 
