@@ -189,7 +189,7 @@ async def evaluate_locally(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_json(info, results, verdicts, release), indent=2))
     else:
-        out = Console()
+        out = Console(width=None if sys.stdout.isatty() else 120)  # piped output: don't squeeze to 80
         out.print(_table(info, verdicts, release, baseline is not None))
         for r in results:
             if r.message:
