@@ -129,7 +129,7 @@ def _json(info: EvalInfo, results: list[DatasetResult], verdicts: list[DatasetVe
 
 
 async def evaluate_locally(args: argparse.Namespace) -> int:
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
     def fail(message: str) -> int:
         err.print(f"flageval: error: {message}", markup=False, highlight=False)
