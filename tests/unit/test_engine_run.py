@@ -152,7 +152,7 @@ def test_retry_time_bounds_a_sample_across_attempts(tmp_path):
         started = time.monotonic()
         summary, records = run(endpoint, chat_items(3), tmp_path)
         elapsed = time.monotonic() - started
-    assert 0.45 <= elapsed < 2
+    assert 0.45 <= elapsed < 3
     assert summary.failed == 3
     assert "retry_time (0.5s)" in records[0].error and "no answer within" in records[0].error
 

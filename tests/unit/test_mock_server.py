@@ -125,7 +125,7 @@ def test_latency_applies_to_each_request_concurrently():
 
     with serve_in_thread(latency=0.3) as url:
         elapsed = asyncio.run(ten(url.chat_url))
-    assert 0.3 <= elapsed < 1.0
+    assert 0.3 <= elapsed < 2.0  # one after the other would take 3 s
 
 
 def test_pipelined_requests_are_answered_in_order():

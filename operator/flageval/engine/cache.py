@@ -2,7 +2,7 @@
 
 Layout: <root>/<model slug>-<hash of (eval_url, model)>/ holds, per writer, an append-only data file
 `<writer>.jsonl` (lines `<key>\\t<choice JSON>`) and an index `<writer>.idx` (lines `<key> <offset> <length>`).
-Writers never share a file (the name carries host, pid and a random part), so no locking is needed;
+Index lines are written in small batches after their data. Writers never share a file (the name carries host, pid and a random part), so no locking is needed;
 readers load every index when they open (small, even when the data holds prompt logprobs) and read a
 data line only on a hit. A line still being written by another writer is ignored; an index entry that
 points at bytes not (yet) there is a miss.
@@ -49,6 +49,8 @@ class ResponseCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
+        self._exported = (0, 0)
+        self._pending_index: list[bytes] = []
         self._index: dict[bytes, tuple[int, int, int]] = {}  # key digest → (file slot, offset, length)
         self._files: list[Path] = []
         self._fds: dict[int, int] = {}
@@ -89,11 +91,15 @@ class ResponseCache:
         choice = self._read(key, entry) if entry is not None else None
         if choice is None:
             self.misses += 1
-            metrics.CACHE_MISSES.inc()
         else:
             self.hits += 1
-            metrics.CACHE_HITS.inc()
         return choice
+
+    def export_metrics(self) -> None:
+        """Add the lookups since the last call to the Prometheus counters (kept off the per-request path)."""
+        metrics.CACHE_HITS.inc(self.hits - self._exported[0])
+        metrics.CACHE_MISSES.inc(self.misses - self._exported[1])
+        self._exported = (self.hits, self.misses)
 
     def _read(self, key: str, entry: tuple[int, int, int]) -> dict[str, Any] | None:
         slot, offset, length = entry
@@ -116,13 +122,21 @@ class ResponseCache:
         if self._data_fd is None:
             self._open_writer()
         assert self._data_fd is not None and self._index_fd is not None and self._writer_slot is not None
-        line = key.encode() + b"\t" + json.dumps(choice, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        line = key.encode() + b"\t" + json.dumps(choice, separators=(",", ":")).encode() + b"\n"
         offset = self._data_size
         _write_all(self._data_fd, line)
         self._data_size += len(line)
-        # The index line goes after its data: a reader that sees it finds the data complete.
-        _write_all(self._index_fd, f"{key} {offset} {len(line)}\n".encode())
+        # Index lines follow their data, a few at a time: a reader that sees one finds the data complete,
+        # and an entry whose index line was lost with its process is only a miss.
+        self._pending_index.append(f"{key} {offset} {len(line)}\n".encode())
+        if len(self._pending_index) >= 32:
+            self.flush_index()
         self._index[bytes.fromhex(key)] = (self._writer_slot, offset, len(line))
+
+    def flush_index(self) -> None:
+        if self._pending_index and self._index_fd is not None:
+            _write_all(self._index_fd, b"".join(self._pending_index))
+        self._pending_index.clear()
 
     def _open_writer(self) -> None:
         name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -135,6 +149,8 @@ class ResponseCache:
         self._files.append(data_path)
 
     def close(self) -> None:
+        self.flush_index()
+        self.export_metrics()
         for fd in (self._data_fd, self._index_fd):
             if fd is not None:
                 try:

@@ -24,9 +24,12 @@ ENDPOINT_LEVEL_4XX = frozenset({401, 403, 404, 405})
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def canonical_json(body: dict[str, Any]) -> bytes:
-    """The bytes sent and hashed: sorted keys, no spaces, UTF-8 kept as is."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes sent and hashed: sorted keys, no spaces, non-ASCII escaped (faster to encode)."""
+    return _CANONICAL.encode(body).encode()
 
 
 def split_thinking(content: str) -> tuple[str, str | None]:

@@ -44,6 +44,10 @@ class RunSummary:
     cache_hits: int = 0
 
 
+def _single_completion(data: Any) -> list[dict[str, Any]]:
+    return completion_choices(data, 1)
+
+
 def error_record(item: WorkItem, message: str) -> SampleRecord:
     prompts = [body.get("messages", body.get("prompt")) for body in item.bodies]
     return SampleRecord(id=item.id, index=item.index, prompt=prompts[0] if len(prompts) == 1 else prompts,
@@ -76,6 +80,7 @@ class _Run:
         self.last_error: str | None = None
         self.chat = endpoint.kind == "chat"
         self.batch_size = 1 if self.chat else max(1, endpoint.batch_size)
+        self._exported = (0, 0, 0)
 
     def next_item(self) -> WorkItem | None:
         while not self.exhausted:
@@ -86,7 +91,6 @@ class _Run:
                 return None
             if item.id in self.finished_ids:
                 self.tracker.skip()
-                metrics.SAMPLES_SKIPPED.inc()
                 continue
             return item
         return None
@@ -108,7 +112,45 @@ class _Run:
             group = self.next_group()
             if not group:
                 return
-            await self.process(group)
+            if len(group) == 1 and len(group[0].bodies) == 1:
+                await self.process_one(group[0])
+            else:
+                await self.process(group)
+
+    async def process_one(self, item: WorkItem) -> None:
+        """The common case, one sample with one request, without the bookkeeping of `process`."""
+        full = self.sender.full_body(item.bodies[0])
+        payload = canonical_json(full)
+        cache = self.cache
+        key = cache.key(payload) if cache is not None else None
+        if key is not None:
+            choice = cache.get(key)  # type: ignore[union-attr]
+            if choice is not None:
+                try:
+                    reply = (reply_from_chat_choice if self.chat else reply_from_completion_choice)(choice, cached=True)
+                except ValueError:
+                    pass
+                else:
+                    self.finish(item, [reply], None)
+                    return
+        if self.breaker.open:
+            metrics.SAMPLE_ERRORS.labels(reason="breaker").inc()
+            self.finish(item, None, SampleFailed(self.breaker.reason or "endpoint given up on"))
+            return
+        deadline = time.monotonic() + self.endpoint.retry_time
+        try:
+            if self.chat:
+                choice, reply = await self.sender.post(payload, deadline, chat_choice)
+            else:
+                choice = (await self.sender.post(payload, deadline, _single_completion))[0]
+                choice = {k: v for k, v in choice.items() if k != "index"}
+                reply = reply_from_completion_choice(choice)
+        except SampleFailed as failure:
+            self.finish(item, None, failure)
+            return
+        if key is not None:
+            cache.put(key, choice)  # type: ignore[union-attr]
+        self.finish(item, [reply], None)
 
     async def process(self, group: list[WorkItem]) -> None:
         deadline = time.monotonic() + self.endpoint.retry_time
@@ -141,22 +183,34 @@ class _Run:
                 await self._send_completions(pending, deadline, replies, errors)
 
         for i, item in enumerate(group):
-            failure = errors.get(i)
-            if failure is None:
-                try:
-                    record = self.score(item, replies[i])  # type: ignore[arg-type]
-                except Exception as error:  # a scoring bug must not stop the other samples
-                    failure = SampleFailed(f"scoring failed: {type(error).__name__}: {error}", endpoint_level=False)
-            if failure is not None:
-                record = error_record(item, str(failure))
-                self.breaker.failure(failure)
-                self.last_error = str(failure)
-            self.journal.append(record)
-            ok = record.error is None
-            if not ok:
-                self.last_error = record.error
-            self.tracker.finish(ok)
-            (metrics.SAMPLES_OK if ok else metrics.SAMPLES_FAILED).inc()
+            self.finish(item, None if i in errors else replies[i], errors.get(i))  # type: ignore[arg-type]
+
+    def finish(self, item: WorkItem, replies: list[Reply] | None, failure: SampleFailed | None) -> None:
+        """Score (or record the failure of) one sample and journal it."""
+        if failure is None:
+            try:
+                record = self.score(item, replies)  # type: ignore[arg-type]
+            except Exception as error:  # a scoring bug must not stop the other samples
+                failure = SampleFailed(f"scoring failed: {type(error).__name__}: {error}", endpoint_level=False)
+        if failure is not None:
+            record = error_record(item, str(failure))
+            self.breaker.failure(failure)
+        self.journal.append(record)
+        ok = record.error is None
+        if not ok:
+            self.last_error = record.error
+        self.tracker.finish(ok)
+
+    def export_metrics(self) -> None:
+        """Sample counts and cache lookups since the last call → Prometheus (off the per-request path)."""
+        tracker, (ok, failed, skipped) = self.tracker, self._exported
+        metrics.SAMPLES_OK.inc(tracker.done - tracker.skipped - ok)
+        metrics.SAMPLES_FAILED.inc(tracker.failed - failed)
+        metrics.SAMPLES_SKIPPED.inc(tracker.skipped - skipped)
+        self._exported = (tracker.done - tracker.skipped, tracker.failed, tracker.skipped)
+        if self.cache is not None:
+            self.cache.flush_index()
+            self.cache.export_metrics()
 
     async def _send_chat(self, pending: list[_Request], deadline: float,
                          replies: list[list[Reply | None]], errors: dict[int, SampleFailed]) -> None:
@@ -231,6 +285,7 @@ async def run_dataset(endpoint: Endpoint, items: Iterable[WorkItem], score: Scor
         while True:
             await asyncio.sleep(max(0.01, progress_interval))
             emit()
+            run.export_metrics()
             if journal.flush_due():
                 await journal.flush_in_background()
 
@@ -249,6 +304,7 @@ async def run_dataset(endpoint: Endpoint, items: Iterable[WorkItem], score: Scor
         with contextlib.suppress(BaseException):
             await reporter
         journal.flush()
+        run.export_metrics()
         await transport.aclose()
         emit(force=True)
     return RunSummary(done=tracker.done, failed=tracker.failed, skipped_from_journal=tracker.skipped,
