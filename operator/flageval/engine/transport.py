@@ -243,6 +243,8 @@ class LeanTransport:
         if ":" in parts.hostname and not default_port:
             host_header = f"[{parts.hostname}]:{self.port}"
         self._head_prefix = f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: flageval\r\naccept: application/json\r\n"
+        self._headers_for: dict[str, str] | None = None
+        self._head = self._head_prefix
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max(1, max_connections))
         self._all: set[_Connection] = set()
@@ -262,8 +264,10 @@ class LeanTransport:
     async def post(self, payload: bytes, headers: dict[str, str], timeout: float) -> RawResponse:
         if self._closed:
             raise TransportError("transport closed")
-        head = self._head_prefix + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        data = f"{head}content-length: {len(payload)}\r\n\r\n".encode() + payload
+        if headers is not self._headers_for:  # the same dict comes with every request of a run
+            self._headers_for = headers
+            self._head = self._head_prefix + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        data = f"{self._head}content-length: {len(payload)}\r\n\r\n".encode() + payload
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with self._slots:
