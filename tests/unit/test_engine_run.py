@@ -416,3 +416,31 @@ def test_a_scoring_error_fails_only_its_sample(tmp_path):
     with serve_in_thread() as url:
         summary, records = run(chat_endpoint(url), chat_items(5), tmp_path, score=score)
     assert summary.failed == 1 and records[2].error == "scoring failed: KeyError: 'target'"
+
+
+def test_a_given_httpx_client_carries_the_requests(tmp_path):
+    import httpx
+
+    sent = []
+
+    async def count(request):
+        sent.append(request.url)
+
+    async def with_client():
+        async with httpx.AsyncClient(event_hooks={"request": [count]}) as client:
+            with Journal(tmp_path / "journal.jsonl") as journal:
+                return await run_dataset(chat_endpoint(url, num_concurrent=2), list(chat_items(6)), echo_score,
+                                         journal, None, dataset="t", total=6, client=client, retry_policy=FAST)
+
+    with serve_in_thread(faults=FirstAttemptFails(kind="reset")) as url:
+        summary = asyncio.run(with_client())
+    assert summary.done == 6 and summary.requests_sent == len(sent) == 12
+
+
+def test_requests_go_through_httpx_when_a_proxy_applies(monkeypatch):
+    from flageval.engine.transport import HttpxTransport, LeanTransport, build_transport
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert isinstance(build_transport("http://model.example/v1/completions", 2, 10), HttpxTransport)
+    assert isinstance(build_transport("http://127.0.0.1:9/v1/completions", 2, 10), LeanTransport)

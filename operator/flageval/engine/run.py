@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from flageval.engine.journal import Journal
 from flageval.engine.progress import ProgressTracker
 from flageval.engine.transport import Transport, build_transport
 from flageval.engine.types import Endpoint, Reply, WorkItem
+
+log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[WorkItem, list[Reply]], SampleRecord]
 
@@ -279,7 +282,10 @@ async def run_dataset(endpoint: Endpoint, items: Iterable[WorkItem], score: Scor
 
     def emit(force: bool = False) -> None:
         if on_progress is not None and (tracker.changed() or force):
-            on_progress(tracker.snapshot())
+            try:
+                on_progress(tracker.snapshot())
+            except Exception:  # a broken progress display must not stop the evaluation
+                log.exception("progress callback failed")
 
     async def report() -> None:
         while True:
