@@ -239,9 +239,8 @@ class LeanTransport:
         if parts.query:
             path += "?" + parts.query
         default_port = (parts.scheme == "https" and self.port == 443) or (parts.scheme == "http" and self.port == 80)
-        host_header = parts.hostname if default_port else f"{parts.hostname}:{self.port}"
-        if ":" in parts.hostname and not default_port:
-            host_header = f"[{parts.hostname}]:{self.port}"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        host_header = host if default_port else f"{host}:{self.port}"
         self._head_prefix = f"POST {path} HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: flageval\r\naccept: application/json\r\n"
         self._headers_for: dict[str, str] | None = None
         self._head = self._head_prefix
