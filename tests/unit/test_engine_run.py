@@ -165,7 +165,7 @@ def test_a_malformed_200_is_retried(tmp_path):
 
 # -- request bodies, thinking, batching -------------------------------------------------------------------
 
-def test_body_gets_model_gen_fields_it_does_not_set_and_the_thinking_switch(tmp_path):
+def test_body_gets_model_the_users_gen_fields_and_the_thinking_switch(tmp_path):
     answerer = RecordingAnswerer()
     items = list(chat_items(2))
     items[1].bodies[0]["temperature"] = 0.0
@@ -175,7 +175,7 @@ def test_body_gets_model_gen_fields_it_does_not_set_and_the_thinking_switch(tmp_
     first, second = sorted(answerer.bodies, key=lambda b: b["messages"][0]["content"])
     assert first == {"messages": [{"role": "user", "content": "q0"}], "model": "mock", "temperature": 0.6,
                      "max_tokens": 100, "chat_template_kwargs": {"enable_thinking": True}}
-    assert second["temperature"] == 0.0
+    assert second["temperature"] == 0.6  # the user's gen_kwargs win over the dataset's, as in lm-eval
     assert [r.response for r in records] == ["q0", "q1"]  # the <think> block the server added is not scored
 
 

@@ -209,17 +209,17 @@ class EndpointClient:
             self.headers["authorization"] = f"Bearer {endpoint.api_key}"
 
     def full_body(self, body: dict[str, Any]) -> dict[str, Any]:
-        """What is sent for one dataset body: model, gen_kwargs fields the body leaves unset, thinking switch.
+        """What is sent for one dataset body: model, the user's gen_kwargs fields, thinking switch.
 
-        Completions bodies with `echo` score a given text rather than generate, so generation settings
-        are not added to them.
+        The user's gen_kwargs override the dataset's generation settings, as lm-eval's --gen_kwargs
+        update a task's generation_kwargs. Completions bodies with `echo` score a given text rather
+        than generate, so generation settings are not added to them.
         """
         full = dict(body)
         full["model"] = self.endpoint.model
         chat = self.endpoint.kind == "chat"
         if chat or not body.get("echo"):
-            for key, value in self.endpoint.gen_fields.items():
-                full.setdefault(key, value)
+            full.update(self.endpoint.gen_fields)
         if chat and self.endpoint.thinking:
             template_kwargs = dict(full.get("chat_template_kwargs") or {})
             template_kwargs.setdefault("enable_thinking", True)
