@@ -11,13 +11,14 @@ points at bytes not (yet) there is a miss.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
 import socket
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from flageval.engine import metrics
 
@@ -113,7 +114,7 @@ class ResponseCache:
         if len(line) != length or not line.startswith(key.encode() + b"\t") or not line.endswith(b"\n"):
             return None
         try:
-            choice = json.loads(line[65:])
+            choice = orjson.loads(line[65:])
         except ValueError:
             return None
         return choice if isinstance(choice, dict) else None
@@ -122,7 +123,7 @@ class ResponseCache:
         if self._data_fd is None:
             self._open_writer()
         assert self._data_fd is not None and self._index_fd is not None and self._writer_slot is not None
-        line = key.encode() + b"\t" + json.dumps(choice, separators=(",", ":")).encode() + b"\n"
+        line = key.encode() + b"\t" + orjson.dumps(choice) + b"\n"
         offset = self._data_size
         _write_all(self._data_fd, line)
         self._data_size += len(line)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import random
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from flageval.engine import metrics
 from flageval.engine.transport import Transport, TransportError, TransportTimeout
@@ -24,12 +25,9 @@ ENDPOINT_LEVEL_4XX = frozenset({401, 403, 404, 405})
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-
-
 def canonical_json(body: dict[str, Any]) -> bytes:
-    """The bytes sent and hashed: sorted keys, no spaces, non-ASCII escaped (faster to encode)."""
-    return _CANONICAL.encode(body).encode()
+    """The bytes sent and hashed: sorted keys, no spaces, UTF-8 (orjson: a tenth of json's time)."""
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
 def split_thinking(content: str) -> tuple[str, str | None]:
@@ -259,7 +257,7 @@ class EndpointClient:
                 status = response.status
                 if 200 <= status < 300:
                     try:
-                        result = parse(json.loads(response.content))
+                        result = parse(orjson.loads(response.content))
                     except (ValueError, TypeError, KeyError, AttributeError) as error:
                         reason = str(error) if isinstance(error, MalformedResponse) else "body is not JSON"
                         last = f"unusable answer from {endpoint.url} ({reason}): {excerpt(response.text)}"

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from flageval.mock_model.answerer import Answerer
 
 FAULT_KINDS = ("503", "429", "500", "reset", "bad_json", "stall")
@@ -169,7 +171,13 @@ class _Action:
 
 def _response(status: int, payload: Any, *, headers: Sequence[tuple[str, str]] = (), close: bool = False,
               raw: bytes | None = None) -> bytes:
-    body = raw if raw is not None else json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    if raw is not None:
+        body = raw
+    else:
+        try:
+            body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:  # a type orjson does not know: the standard library decides
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "content-type: application/json",
             f"content-length: {len(body)}"]
     head.extend(f"{name}: {value}" for name, value in headers)
@@ -260,7 +268,7 @@ class MockModelServer:
         if options.api_key is not None and headers.get("authorization") != f"Bearer {options.api_key}":
             return _Action(_error(401, "invalid API key", "authentication_error", close=close), close=close)
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)
         except ValueError:
             return _Action(_error(400, "request body is not valid JSON", close=close), close=close)
         if not isinstance(body, dict):
