@@ -262,3 +262,8 @@ def test_transport_refused_connection():
             await transport.post(b"{}", {}, 1.0)
 
     asyncio.run(test())
+
+
+def test_cache_key_method_matches_the_function(tmp_path):
+    with ResponseCache(tmp_path, "http://a/v1/completions/", "m") as cache:
+        assert cache.key(b'{"x":1}') == cache_key("http://a/v1/completions", "m", b'{"x":1}')

@@ -48,6 +48,7 @@ class ResponseCache:
         self.model = model
         self.dir = Path(root) / cache_dir_name(eval_url, model)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._scope_hash = hashlib.sha256(f"{eval_url.rstrip('/')}\n{model}\n".encode())
         self.hits = 0
         self.misses = 0
         self._exported = (0, 0)
@@ -62,7 +63,10 @@ class ResponseCache:
         self._load()
 
     def key(self, canonical_body: bytes) -> str:
-        return cache_key(self.eval_url, self.model, canonical_body)
+        """cache_key(eval_url, model, canonical_body), with the (url, model) part hashed once."""
+        digest = self._scope_hash.copy()
+        digest.update(canonical_body)
+        return digest.hexdigest()
 
     def _load(self) -> None:
         for index_path in sorted(self.dir.glob("*.idx")):
