@@ -39,8 +39,9 @@ class WorkItem:
 
     A chat body carries 'messages'; a completions body carries one 'prompt' string (the engine
     groups `batch_size` of them into one call). Bodies hold everything the dataset wants sent
-    (max_tokens, stop, logprobs, echo…); the engine adds 'model', gen_kwargs fields the body does
-    not set, and the thinking switch.
+    (max_tokens, stop, logprobs, echo…); the engine adds 'model', the user's gen_kwargs fields (they
+    win over the body's, as lm-eval's --gen_kwargs do; not on `echo` scoring requests), and the
+    thinking switch.
     """
 
     id: str
