@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from flageval.api import SampleRecord
-from flageval.engine import Endpoint, Journal, ResponseCache, RetryPolicy, RunSummary, WorkItem, run_dataset
+from flageval.engine import (
+    Endpoint,
+    Journal,
+    ResponseCache,
+    RetryPolicy,
+    RunSummary,
+    WorkItem,
+    run_dataset,
+)
 from flageval.mock_model.server import EchoAnswerer
 
 FAST = RetryPolicy(base_delay=0.001, max_delay=0.01)

@@ -10,8 +10,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-
-from flageval.engine import Endpoint, ResponseCache, RetryPolicy, cache_key, split_thinking
+from flageval.engine import (
+    Endpoint,
+    ResponseCache,
+    RetryPolicy,
+    cache_key,
+    split_thinking,
+)
 from flageval.engine.cache import cache_dir_name
 from flageval.engine.client import (
     EndpointClient,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
 from dataclasses import dataclass
 
 import pytest
-
 from flageval.api import SampleRecord
 from flageval.engine import Endpoint, Journal, ResponseCache, RetryPolicy, run_dataset
 from flageval.mock_model.server import FAULT_KINDS, FaultPlan, serve_in_thread
@@ -143,6 +143,7 @@ def test_breaker_needs_consecutive_failures_once_the_endpoint_has_answered(tmp_p
         summary, records = run(chat_endpoint(url, num_concurrent=1, num_retry=2), chat_items(30), tmp_path,
                                policy=policy)
     assert summary.failed == 15 and summary.done == 15 and summary.requests_sent == 15 + 15 * 2
+    assert all(("HTTP 500" in r.error) == (r.index % 2 == 1) for r in records if r.error) and records[0].error is None
 
 
 def test_retry_time_bounds_a_sample_across_attempts(tmp_path):
@@ -161,6 +162,7 @@ def test_a_malformed_200_is_retried(tmp_path):
     with serve_in_thread(faults=FirstAttemptFails(kind="bad_json")) as url:
         summary, records = run(chat_endpoint(url), chat_items(5), tmp_path)
     assert summary.requests_sent == 10 and summary.failed == 0
+    assert all(r.scores["exact_match"] == 1.0 for r in records)
 
 
 # -- request bodies, thinking, batching -------------------------------------------------------------------
@@ -171,7 +173,7 @@ def test_body_gets_model_the_users_gen_fields_and_the_thinking_switch(tmp_path):
     items[1].bodies[0]["temperature"] = 0.0
     with serve_in_thread(answerer) as url:
         endpoint = chat_endpoint(url, gen_fields={"temperature": 0.6, "max_tokens": 100}, thinking=True)
-        summary, records = run(endpoint, items, tmp_path)
+        _, records = run(endpoint, items, tmp_path)
     first, second = sorted(answerer.bodies, key=lambda b: b["messages"][0]["content"])
     assert first == {"messages": [{"role": "user", "content": "q0"}], "model": "mock", "temperature": 0.6,
                      "max_tokens": 100, "chat_template_kwargs": {"enable_thinking": True}}
@@ -215,7 +217,7 @@ def test_completions_with_different_parameters_are_not_batched_together(tmp_path
     with serve_in_thread(answerer) as url:
         endpoint = Endpoint(url=url.completions_url, model="mock", num_concurrent=1, batch_size=4)
         summary, records = run(endpoint, items, tmp_path)
-    assert summary.requests_sent == 2
+    assert summary.requests_sent == 2 and all(r.scores["exact_match"] == 1.0 for r in records)
     calls = {id(body): body for body in answerer.bodies}.values()
     assert sorted(len(b["prompt"]) if isinstance(b["prompt"], list) else 1 for b in calls) == [1, 3]
 
@@ -238,6 +240,7 @@ def test_cache_hit_sends_nothing_and_another_service_misses(tmp_path):
         endpoint = chat_endpoint(url)
         with ResponseCache(cache_root, endpoint.url, endpoint.model) as cache:
             first, records_1 = run(endpoint, chat_items(20), tmp_path / "run1", cache=cache)
+        assert (first.requests_sent, first.cache_hits) == (20, 0)
         with ResponseCache(cache_root, endpoint.url, endpoint.model) as cache:
             second, records_2 = run(endpoint, chat_items(20), tmp_path / "run2", cache=cache)
         assert url.stats()["total"] == 20
@@ -289,14 +292,12 @@ def test_resume_sends_nothing_for_journaled_samples(tmp_path):
 
 def test_failed_samples_are_tried_again_on_resume(tmp_path):
     journal_path = tmp_path / "journal.jsonl"
-    with serve_in_thread(faults=FaultPlan({"500": 1.0})) as url:
-        with Journal(journal_path) as journal:
-            first, _ = run(chat_endpoint(url, num_retry=1), chat_items(5), tmp_path, journal=journal)
+    with serve_in_thread(faults=FaultPlan({"500": 1.0})) as url, Journal(journal_path) as journal:
+        first, _ = run(chat_endpoint(url, num_retry=1), chat_items(5), tmp_path, journal=journal)
     assert first.failed == 5
-    with serve_in_thread() as url:
-        with Journal(journal_path) as journal:
-            assert journal.finished_ids() == set() and len(journal.failed_ids()) == 5
-            second, records = run(chat_endpoint(url), chat_items(5), tmp_path, journal=journal)
+    with serve_in_thread() as url, Journal(journal_path) as journal:
+        assert journal.finished_ids() == set() and len(journal.failed_ids()) == 5
+        second, records = run(chat_endpoint(url), chat_items(5), tmp_path, journal=journal)
     assert second.requests_sent == 5 and second.done == 5
     assert all(r.error is None for r in records)
 
@@ -401,9 +402,9 @@ def test_progress_events(tmp_path):
             on_progress=lambda p: events.append((time.monotonic() - started, p)), progress_interval=0.05)
     assert events[-1][1].done == 60 and events[-1][1].total == 60 and events[-1][1].failed == 0
     assert len(events) >= 3
-    gaps = [b[0] - a[0] for a, b in zip(events, events[1:-1])]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(events[:-1])]
     assert all(gap >= 0.04 for gap in gaps)
-    assert all(a[1].done <= b[1].done for a, b in zip(events, events[1:]))
+    assert all(a[1].done <= b[1].done for a, b in itertools.pairwise(events))
     assert any(p.rate > 0 for _, p in events)
 
 

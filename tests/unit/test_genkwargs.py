@@ -3,9 +3,8 @@
 import math
 
 import pytest
-from lm_eval.utils import handle_arg_string, simple_parse_args_string
-
 from flageval.api.genkwargs import coerce_value, parse_gen_kwargs, to_request_fields
+from lm_eval.utils import handle_arg_string, simple_parse_args_string
 
 WELL_FORMED = [
     "",

@@ -16,7 +16,7 @@ import re
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -167,7 +167,7 @@ class ResponseCache:
             os.close(fd)
         self._fds.clear()
 
-    def __enter__(self) -> ResponseCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

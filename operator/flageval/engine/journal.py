@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 from flageval.api import SampleRecord
 
@@ -125,7 +126,7 @@ class Journal:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

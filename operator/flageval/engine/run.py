@@ -193,7 +193,7 @@ class _Run:
         if failure is None:
             try:
                 record = self.score(item, replies)  # type: ignore[arg-type]
-            except Exception as error:  # a scoring bug must not stop the other samples
+            except Exception as error:  # noqa: BLE001 - a scoring bug must not stop the other samples
                 failure = SampleFailed(f"scoring failed: {type(error).__name__}: {error}", endpoint_level=False)
         if failure is not None:
             record = error_record(item, str(failure))
@@ -284,7 +284,7 @@ async def run_dataset(endpoint: Endpoint, items: Iterable[WorkItem], score: Scor
         if on_progress is not None and (tracker.changed() or force):
             try:
                 on_progress(tracker.snapshot())
-            except Exception:  # a broken progress display must not stop the evaluation
+            except Exception:
                 log.exception("progress callback failed")
 
     async def report() -> None:

@@ -254,7 +254,7 @@ class LeanTransport:
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TransportTimeout(f"connecting to {self.host}:{self.port} took over {timeout:.3g}s") from None
         except OSError as error:
             raise TransportError(f"{type(error).__name__}: {error}") from None

@@ -160,7 +160,7 @@ class ServerOptions:
 
 
 class _Action:
-    __slots__ = ("data", "close", "kind", "delay")
+    __slots__ = ("close", "data", "delay", "kind")
 
     def __init__(self, data: bytes, *, close: bool = False, kind: str = "respond", delay: float = 0.0) -> None:
         self.data = data
@@ -494,7 +494,7 @@ def serve_in_thread(answerer: Answerer | None = None, options: ServerOptions | N
         asyncio.set_event_loop(loop)
         try:
             bound.append(loop.run_until_complete(server.start("127.0.0.1", 0)))
-        except BaseException as error:  # reported to the caller below
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread below
             bound.append(error)
         started.set()
         if isinstance(bound[0], tuple):
@@ -618,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = options_from_args(args)
         answerer = make_answerer(args)
-    except Exception as error:  # bad options or unreadable data: one line, no traceback
+    except Exception as error:  # noqa: BLE001 - bad options or unreadable data: one line, no traceback
         print(f"flageval mock-model: {error}", file=sys.stderr)
         return 2
     try:
