@@ -254,6 +254,12 @@ def main() -> None:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    try:
+        import flageval.engine  # noqa: F401
+        import lm_eval  # noqa: F401
+    except ImportError as error:
+        sys.exit(f"bench_engine: {error}; run it with the project's environment: .venv/bin/python hack/bench_engine.py")
+
     if args.scenario:
         result = SCENARIOS[args.scenario](args.url, args.requests, args.concurrency)
         result["rss_mb"] = peak_rss_mb()
