@@ -272,3 +272,23 @@ def test_transport_refused_connection():
 def test_cache_key_method_matches_the_function(tmp_path):
     with ResponseCache(tmp_path, "http://a/v1/completions/", "m") as cache:
         assert cache.key(b'{"x":1}') == cache_key("http://a/v1/completions", "m", b'{"x":1}')
+
+
+def test_transport_does_not_reuse_a_connection_left_idle(monkeypatch):
+    import flageval.engine.transport as transport_module
+
+    monkeypatch.setattr(transport_module, "IDLE_REUSE_SECONDS", 0.05)
+
+    def respond(body: bytes):
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+
+    async def test(transport: LeanTransport):
+        first = await transport.post(b"{}", {}, 2)
+        await asyncio.sleep(0.1)  # longer than the reuse limit: the second request opens a new connection
+        second = await transport.post(b"{}", {}, 2)
+        third = await transport.post(b"{}", {}, 2)
+        await transport.aclose()
+        return [first.content, second.content, third.content]
+
+    connections, results = asyncio.run(_with_server(respond, test))
+    assert results == [b"ok"] * 3 and connections == 2

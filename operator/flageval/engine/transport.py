@@ -80,6 +80,9 @@ def proxy_applies(url: str) -> bool:
 
 
 _MAX_HEAD = 64 * 1024
+# Servers drop idle keep-alive connections (uvicorn, so vLLM and SGLang: after 5 s); a request sent
+# on one just as it closes fails for nothing, so connections idle this long are not reused.
+IDLE_REUSE_SECONDS = 4.0
 
 
 class _Connection(asyncio.Protocol):
@@ -91,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[RawResponse] | None = None
         self.closed = False
         self.reusable = True
+        self.idle_since = 0.0
         # parse state of the current response
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -271,11 +275,13 @@ class LeanTransport:
         deadline = loop.time() + timeout
         async with self._slots:
             connection = None
+            now = loop.time()
             while self._idle:
                 candidate = self._idle.pop()
-                if not candidate.closed:
+                if not candidate.closed and now - candidate.idle_since < IDLE_REUSE_SECONDS:
                     connection = candidate
                     break
+                candidate.abort()
                 self._all.discard(candidate)
             if connection is None:
                 connection = await self._connect(max(0.001, deadline - loop.time()))
@@ -295,6 +301,7 @@ class LeanTransport:
                 connection.abort()
                 self._all.discard(connection)
             else:
+                connection.idle_since = loop.time()
                 self._idle.append(connection)
             return response
 
