@@ -292,3 +292,13 @@ def test_transport_does_not_reuse_a_connection_left_idle(monkeypatch):
 
     connections, results = asyncio.run(_with_server(respond, test))
     assert results == [b"ok"] * 3 and connections == 2
+
+
+@pytest.mark.parametrize("url, kind", [
+    ("http://h:9010/v1/chat/completions", "chat"),
+    ("http://h/v1/chat/completions/", "chat"),
+    ("https://h/openai/deployments/x/chat/completions?api-version=2024-06-01", "chat"),
+    ("http://h:9010/v1/completions", "completions"),
+])
+def test_endpoint_kind(url, kind):
+    assert Endpoint(url=url, model="m").kind == kind

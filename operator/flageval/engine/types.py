@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 EndpointKind = Literal["chat", "completions"]
 
 
 def endpoint_kind(url: str) -> EndpointKind:
     """…/chat/completions is a chat endpoint; any other …/completions a (legacy) completions endpoint."""
-    return "chat" if url.rstrip("/").endswith("chat/completions") else "completions"
+    return "chat" if urlsplit(url).path.rstrip("/").endswith("chat/completions") else "completions"
 
 
 @dataclass(frozen=True)
