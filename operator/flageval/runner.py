@@ -119,7 +119,11 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
         reporter.finished(result)
         return result
 
-    paths.dir.mkdir(parents=True, exist_ok=True)
+    mismatch = _claim_run_dir(paths, request, endpoint.kind)
+    if mismatch:
+        result = _config_failure(request.dataset, mismatch)
+        reporter.finished(result)  # result.json stays the earlier run's: nothing of it is lost
+        return result
     total = dataset.total()
     journal = Journal(paths.journal)
     cache = None
@@ -149,7 +153,7 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
     metrics = dataset.aggregate(ok) if ok else {}
     if failed:
         status = Status.OUT_OF_RETRIES
-        message = f"{len(failed)} of {total} samples failed after {endpoint.num_retry} attempts; last error: {summary.last_error or failed[-1].error}"
+        message = f"{len(failed)} of {total} samples failed (up to {endpoint.num_retry} attempts each); last error: {summary.last_error or failed[-1].error}"
     else:
         status, message = Status.SUCCESS, ""
     result = DatasetResult(
@@ -165,6 +169,31 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
     write_result(paths, result)
     reporter.finished(result)
     return result
+
+
+def _claim_run_dir(paths: RunPaths, request: RunRequest, kind: str) -> str | None:
+    """A journal only resumes the run that wrote it: the same service, model, dataset, limit and mode.
+    Returns why this directory belongs to another run, or None (and records this run's identity)."""
+    identity = {
+        "eval_url": request.eval_info.eval_url,
+        "model": request.eval_info.model,
+        "dataset": request.dataset,
+        "limit": request.limit,
+        "mode": request.mode,
+        "kind": kind,
+    }
+    if paths.run.exists():
+        try:
+            earlier = json.loads(paths.run.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = None
+        if earlier != identity:
+            differs = ", ".join(k for k in identity if not earlier or earlier.get(k) != identity[k])
+            return f"{paths.dir} holds another run ({differs} differ); choose another output directory"
+        return None
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    paths.run.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+    return None
 
 
 def exit_code(result: DatasetResult) -> int:

@@ -139,3 +139,14 @@ def test_sigkill_at_five_points_then_resume_sends_nothing_twice(tmp_path):
     assert sum(by_key.get(key_of[i], 0) for i in key_of if i not in before) >= limit - len(before)
     assert details(report)["gsm8k"]["accuracy"] == intended_accuracy("gsm8k", DATA, ACCURACY, SEED, limit)
     assert details(report)["gsm8k"]["progress"] == f"{limit}/{limit}"
+
+
+def test_an_output_directory_resumes_only_its_own_run(clean_model, tmp_path):
+    code, first = run_json(eval_cmd(clean_model.chat_url, tmp_path, "--datasets", "gsm8k", "--limit", "20"))
+    assert code == 0
+    code, other = run_json(eval_cmd(clean_model.chat_url, tmp_path, "--datasets", "gsm8k", "--limit", "30"))
+    gsm8k = details(other)["gsm8k"]
+    assert code != 0 and gsm8k["status"] == "F"
+    assert "limit differ" in gsm8k["message"]
+    kept = json.loads((tmp_path / "gsm8k/result.json").read_text())
+    assert kept["accuracy"] == details(first)["gsm8k"]["accuracy"] and kept["progress"] == "20/20"

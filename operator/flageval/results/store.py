@@ -1,5 +1,6 @@
 """Where one service's runs live on disk (a local directory or the results PVC).
 
+    <output>/<dataset>/run.json        which run this is: a journal resumes only the run that wrote it
     <output>/<dataset>/journal.jsonl   finished samples, append-only (the checkpoint)
     <output>/<dataset>/samples.jsonl   every sample record in dataset order, written at the end
     <output>/<dataset>/result.json     the DatasetResult
@@ -34,6 +35,11 @@ class RunPaths:
     @property
     def result(self) -> Path:
         return self.dir / "result.json"
+
+    @property
+    def run(self) -> Path:
+        """What run this directory holds (service, model, dataset, limit, mode): a journal resumes only it."""
+        return self.dir / "run.json"
 
     @property
     def progress(self) -> Path:
