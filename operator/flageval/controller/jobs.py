@@ -1,0 +1,147 @@
+"""Job manifests for an Evaluation: one per (evalInfo, dataset). Pure functions of the Evaluation and settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from flageval.api.evaluation import API_VERSION, KIND, EvalInfoSpec, EvaluationSpec
+from flageval.controller.settings import Settings
+from flageval.datasets import suite
+
+LABEL_EVALUATION = "flageval.io/evaluation"
+LABEL_EVAL_MODEL = "flageval.io/eval-model"
+LABEL_DATASET = "flageval.io/dataset"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "flageval-operator", "app.kubernetes.io/component": "runner"}
+CONTAINER = "runner"
+EXIT_CONFIG = 2  # the runner's exit code for a configuration error: retrying cannot help
+EXIT_TERMINATED = 143
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def datasets_of(spec: EvaluationSpec) -> list[str]:
+    """spec.datasets, else the mode's suite of the domain. Raises DatasetError for an unknown domain or mode."""
+    return list(spec.datasets) if spec.datasets else suite(spec.domain.value, spec.mode)
+
+
+def job_name(evaluation: str, eval_model: str, dataset: str) -> str:
+    """Deterministic, a DNS label (≤ 63), unique per triple: a readable prefix and a hash of the exact names."""
+    digest = hashlib.sha256(f"{evaluation}\0{eval_model}\0{dataset}".encode()).hexdigest()[:8]
+    readable = re.sub(r"[^a-z0-9-]+", "-", f"{evaluation}-{eval_model}-{dataset}".lower())
+    readable = re.sub(r"-+", "-", readable)[: 63 - len(digest) - 1].strip("-")
+    return f"{readable}-{digest}" if readable else digest
+
+
+def owner_reference(evaluation: dict[str, Any], *, controller: bool = True) -> dict[str, Any]:
+    meta = evaluation["metadata"]
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"],
+            "controller": controller, "blockOwnerDeletion": controller}
+
+
+def results_dir(settings: Settings, namespace: str, evaluation: str, eval_model: str) -> str:
+    return f"{settings.volume_mount_path}/results/{namespace}/{evaluation}/{eval_model}"
+
+
+def job_labels(settings: Settings, evaluation: str, info: EvalInfoSpec, dataset: str, region: str) -> dict[str, str]:
+    return {**MANAGED_BY, LABEL_EVALUATION: evaluation, LABEL_EVAL_MODEL: info.eval_model, LABEL_DATASET: dataset,
+            settings.vendor_label: info.chip_vendor, settings.region_label: region}
+
+
+def _api_key_env(info: EvalInfoSpec) -> dict[str, Any]:
+    ref = info.api_key_secret_ref
+    if ref is None:
+        return {"name": "FLAGEVAL_API_KEY", "value": "EMPTY"}
+    return {"name": "FLAGEVAL_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, settings: Settings) -> dict[str, Any]:
+    """The runner Job of one (evalInfo, dataset) of `evaluation` (the object as the API returns it)."""
+    meta = evaluation["metadata"]
+    namespace, ev_name = meta["namespace"], meta["name"]
+    spec = EvaluationSpec.model_validate(evaluation["spec"])
+    name = job_name(ev_name, info.eval_model, dataset)
+    labels = job_labels(settings, ev_name, info, dataset, spec.region)
+    eval_info = info.to_eval_info().model_dump(mode="json", exclude={"api_key"})
+
+    command = ["flageval", "runner", "--dataset", dataset,
+               "--output", results_dir(settings, namespace, ev_name, info.eval_model),
+               "--cache-dir", f"{settings.volume_mount_path}/cache"]
+    if spec.limit is not None:
+        command += ["--limit", str(spec.limit)]
+    if settings.data_dir:
+        command += ["--data-dir", settings.data_dir]
+
+    report_meta = {"labels": labels, "ownerReferences": [owner_reference(evaluation, controller=False)]}
+    env = [
+        {"name": "FLAGEVAL_EVAL_INFO", "value": json.dumps(eval_info, sort_keys=True)},
+        _api_key_env(info),
+        {"name": "FLAGEVAL_TASK_RESULT", "value": f"{namespace}/{name}"},
+        {"name": "FLAGEVAL_TASK_RESULT_META", "value": json.dumps(report_meta, sort_keys=True)},
+        {"name": "FLAGEVAL_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    # The service-account token is projected explicitly (automount off) so its mount precedes /tmp's.
+    volumes = [
+        {"name": "kube-api-access", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+        ]}},
+        {"name": "results", "persistentVolumeClaim": {"claimName": settings.results_claim}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    mounts = [
+        {"name": "kube-api-access", "mountPath": SA_MOUNT, "readOnly": True},
+        {"name": "results", "mountPath": settings.volume_mount_path},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.runner_service_account,
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "nodeSelector": {settings.vendor_label: info.chip_vendor, settings.region_label: spec.region},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": volumes,
+        "containers": [{
+            "name": CONTAINER,
+            "image": settings.runner_image,
+            "imagePullPolicy": settings.image_pull_policy,
+            "command": command,
+            "env": env,
+            "resources": settings.resources,
+            "volumeMounts": mounts,
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                                "capabilities": {"drop": ["ALL"]}},
+        }],
+    }
+    if settings.tolerations:
+        pod_spec["tolerations"] = settings.tolerations
+    if settings.affinity:
+        pod_spec["affinity"] = settings.affinity
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner_reference(evaluation)]},
+        "spec": {
+            "backoffLimit": settings.backoff_limit,
+            "completions": 1,
+            "parallelism": 1,
+            "suspend": spec.suspend,
+            "podFailurePolicy": {"rules": [
+                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_CONFIG]}},
+                # A pod stopped by suspend, eviction or preemption is no failure of the run.
+                {"action": "Ignore", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_TERMINATED]}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def build_jobs(evaluation: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """Every Job of an Evaluation, evalInfo by evalInfo, in dataset order."""
+    spec = EvaluationSpec.model_validate(evaluation["spec"])
+    return [build_job(evaluation, info, dataset, settings) for info in spec.eval_infos for dataset in datasets_of(spec)]

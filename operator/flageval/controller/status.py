@@ -1,0 +1,251 @@
+"""Evaluation status from the state of its Jobs and its runners' reports. Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from flageval.api import DatasetResult, Status
+from flageval.api.evaluation import (
+    Condition,
+    DatasetDetail,
+    EvalInfoSpec,
+    EvalResult,
+    EvaluationSpec,
+    EvaluationStatus,
+    EvaluationTaskResult,
+    Phase,
+)
+from flageval.controller.jobs import datasets_of
+from flageval.datasets import DatasetError
+from flageval.verdict import judge
+
+Key = tuple[str, str]  # (evalModel, dataset)
+FINISHED = (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    suspended: bool = False
+    active: int = 0
+    complete: bool = False
+    failed: bool = False
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failed
+
+    @property
+    def running(self) -> bool:
+        """Holds a slot under the caps: not finished and not suspended."""
+        return not self.finished and not self.suspended
+
+    @classmethod
+    def of(cls, job: Mapping[str, Any]) -> JobState:
+        status = job.get("status") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        failed = conditions.get("Failed") or {}
+        return cls(
+            name=job["metadata"]["name"],
+            suspended=bool((job.get("spec") or {}).get("suspend")),
+            active=int(status.get("active") or 0),
+            complete="Complete" in conditions,
+            failed="Failed" in conditions,
+            reason=failed.get("reason", ""),
+            message=failed.get("message", ""),
+        )
+
+
+def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskResult | None, suspend: bool, waiting: str) -> DatasetDetail:
+    progress = report.progress.text if report and report.progress else ""
+    outcome = report.result if report else None
+    if job is None:
+        return DatasetDetail(dataset=dataset, status=Status.CANCELLED if suspend else Status.PENDING,
+                             message="" if suspend else waiting)
+    if job.complete:
+        if outcome is not None and outcome.status == Status.SUCCESS:
+            return DatasetDetail(dataset=dataset, status=Status.SUCCESS, progress=outcome.progress or progress, accuracy=outcome.accuracy)
+        return DatasetDetail(dataset=dataset, status=Status.SUCCESS, progress=progress, message="the runner reported no result")
+    if job.failed:
+        if outcome is not None and outcome.status in (Status.FAILURE, Status.OUT_OF_RETRIES):
+            return DatasetDetail(dataset=dataset, status=outcome.status, progress=outcome.progress or progress,
+                                 accuracy=outcome.accuracy, message=outcome.message)
+        status = Status.FAILURE if job.reason == "PodFailurePolicy" else Status.OUT_OF_RETRIES
+        return DatasetDetail(dataset=dataset, status=status, progress=progress, message=f"{job.reason}: {job.message}".strip(": "))
+    if job.suspended:
+        return DatasetDetail(dataset=dataset, status=Status.CANCELLED, progress=progress)
+    if job.active or report is not None:
+        return DatasetDetail(dataset=dataset, status=Status.RUNNING, progress=progress)
+    return DatasetDetail(dataset=dataset, status=Status.PENDING, message="waiting for a node")
+
+
+def _service_status(details: list[DatasetDetail]) -> Status:
+    statuses = [d.status for d in details]
+    if statuses and all(s in FINISHED for s in statuses):
+        if Status.FAILURE in statuses:
+            return Status.FAILURE
+        return Status.OUT_OF_RETRIES if Status.OUT_OF_RETRIES in statuses else Status.SUCCESS
+    if Status.CANCELLED in statuses:
+        return Status.CANCELLED
+    if Status.RUNNING in statuses or any(s in FINISHED for s in statuses):
+        return Status.RUNNING
+    return Status.PENDING
+
+
+def results_of(details: Iterable[DatasetDetail]) -> list[DatasetResult]:
+    return [DatasetResult(dataset=d.dataset, status=d.status, accuracy=d.accuracy) for d in details]
+
+
+def _baseline_infos(spec_body: Mapping[str, Any]) -> list[EvalInfoSpec]:
+    try:
+        return [i for i in EvaluationSpec.model_validate(spec_body).eval_infos if i.is_baseline]
+    except ValidationError:
+        return []
+
+
+def _results_in_status(evaluation: Mapping[str, Any], eval_model: str) -> list[DatasetResult] | None:
+    for entry in (evaluation.get("status") or {}).get("evalResults") or []:
+        if entry.get("evalModel") == eval_model:
+            return [DatasetResult(dataset=d["dataset"], status=d["status"], accuracy=d.get("accuracy")) for d in entry.get("details") or []]
+    return None
+
+
+def find_baseline(key: str, spec: EvaluationSpec, own: Mapping[str, list[DatasetDetail]], others: Iterable[Mapping[str, Any]]) -> tuple[str, list[DatasetResult]] | None:
+    """The baseline results for `key` (baseModelName, else model): this Evaluation's own '-nvidia-origin'
+    service, else spec.baseline's, else the newest succeeded Evaluation's in the namespace. (source, results)."""
+    for info in spec.eval_infos:
+        if info.is_baseline and info.baseline_key == key:
+            return info.eval_model, results_of(own[info.eval_model])
+    others = list(others)
+    if spec.baseline:
+        for other in others:
+            if other["metadata"]["name"] == spec.baseline:
+                for info in _baseline_infos(other.get("spec") or {}):
+                    if info.baseline_key == key:
+                        found = _results_in_status(other, info.eval_model)
+                        return f"{spec.baseline}/{info.eval_model}", found or []
+        return None
+    succeeded = [o for o in others if (o.get("status") or {}).get("phase") == Phase.SUCCEEDED.value]
+    for other in sorted(succeeded, key=lambda o: o["metadata"].get("creationTimestamp", ""), reverse=True):
+        for info in _baseline_infos(other.get("spec") or {}):
+            found = _results_in_status(other, info.eval_model)
+            if info.baseline_key == key and found:
+                return f"{other['metadata']['name']}/{info.eval_model}", found
+    return None
+
+
+def _conditions(phase: Phase, message: str, previous: list[Mapping[str, Any]], now: str, generation: int | None) -> list[Condition]:
+    wanted = {
+        "Progressing": (phase in (Phase.PENDING, Phase.RUNNING), phase.value),
+        "Suspended": (phase == Phase.SUSPENDED, "SuspendRequested" if phase == Phase.SUSPENDED else "NotSuspended"),
+        "Complete": (phase == Phase.SUCCEEDED, "AllDatasetsSucceeded" if phase == Phase.SUCCEEDED else "NotComplete"),
+        "Failed": (phase == Phase.FAILED, "DatasetsFailed" if phase == Phase.FAILED else "NoFailure"),
+    }
+    before = {c.get("type"): c for c in previous}
+    out = []
+    for kind, (true, reason) in wanted.items():
+        status = "True" if true else "False"
+        old = before.get(kind) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == status and old.get("lastTransitionTime") else now
+        out.append(Condition(type=kind, status=status, reason=reason, message=message if true else "",
+                             last_transition_time=since, observed_generation=generation))
+    return out
+
+
+def evaluation_status(
+    evaluation: Mapping[str, Any],
+    jobs: Mapping[Key, JobState],
+    reports: Mapping[Key, EvaluationTaskResult],
+    others: Iterable[Mapping[str, Any]] = (),
+    *,
+    waiting: Mapping[Key, str] | None = None,
+    now: str,
+) -> EvaluationStatus:
+    """The status an Evaluation should have: per service and dataset, phase, conditions, verdicts."""
+    meta = evaluation.get("metadata") or {}
+    generation = meta.get("generation")
+    previous = (evaluation.get("status") or {}).get("conditions") or []
+    spec = EvaluationSpec.model_validate(evaluation["spec"])
+    try:
+        datasets = datasets_of(spec)
+    except DatasetError as exc:
+        message = str(exc)
+        return EvaluationStatus(phase=Phase.FAILED, observed_generation=generation, message=message, release=False,
+                                conditions=_conditions(Phase.FAILED, message, previous, now, generation),
+                                eval_results=[EvalResult(eval_model=i.eval_model, chip=i.chip, status=Status.FAILURE) for i in spec.eval_infos])
+    waiting = waiting or {}
+    own = {
+        info.eval_model: [
+            _dataset_detail(ds, jobs.get((info.eval_model, ds)), reports.get((info.eval_model, ds)), spec.suspend,
+                            waiting.get((info.eval_model, ds), "waiting for a free slot"))
+            for ds in datasets
+        ]
+        for info in spec.eval_infos
+    }
+    others = list(others)
+    eval_results = []
+    for info in spec.eval_infos:
+        details = own[info.eval_model]
+        note = ""
+        if info.is_baseline:
+            verdicts, release = judge(results_of(details), None, tolerance=spec.tolerance)
+        else:
+            found = find_baseline(info.baseline_key, spec, own, others)
+            if found is None:
+                note = f"no baseline for {info.baseline_key}"
+            verdicts, release = judge(results_of(details), found[1] if found else [], tolerance=spec.tolerance)
+        for detail, verdict in zip(details, verdicts):
+            detail.base_accuracy, detail.diff = verdict.base_accuracy, verdict.diff
+            if note and detail.status == Status.SUCCESS and not detail.message:
+                detail.message = note
+        status = _service_status(details)
+        running = next((d for d in details if d.status == Status.RUNNING), None)
+        eval_results.append(EvalResult(
+            eval_model=info.eval_model, chip=info.chip, status=status,
+            datasets_progress=f"{sum(d.status in FINISHED for d in details)}/{len(details)}",
+            running_dataset=running.dataset if running else "", running_progress=running.progress if running else "",
+            release=release, details=details,
+        ))
+
+    statuses = [r.status for r in eval_results]
+    everything = [d for r in eval_results for d in r.details]
+    finished = all(s in FINISHED for s in statuses)
+    if finished:
+        phase = Phase.FAILED if any(s in (Status.FAILURE, Status.OUT_OF_RETRIES) for s in statuses) else Phase.SUCCEEDED
+    elif spec.suspend:
+        phase = Phase.SUSPENDED
+    elif any(s == Status.RUNNING for s in statuses):
+        phase = Phase.RUNNING
+    else:
+        phase = Phase.PENDING
+    failures = [f"{r.eval_model}/{d.dataset}: {d.status.value}: {d.message}".rstrip(": ")
+                for r in eval_results for d in r.details if d.status in (Status.FAILURE, Status.OUT_OF_RETRIES)]
+    message = "; ".join(failures)[:1024]
+    return EvaluationStatus(
+        phase=phase,
+        observed_generation=generation,
+        conditions=_conditions(phase, message, previous, now, generation),
+        progress=f"{sum(d.status in FINISHED for d in everything)}/{len(everything)}",
+        release=all(r.release for r in eval_results) if finished else None,
+        message=message,
+        eval_results=eval_results,
+    )
+
+
+def status_body(status: EvaluationStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True)
+
+
+def same_status(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
+    """Equal apart from conditions' lastTransitionTime, so an unchanged status is not patched again."""
+    def strip(s):
+        s = dict(s or {})
+        s["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
+        return s
+    return strip(a) == strip(b)

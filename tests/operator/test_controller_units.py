@@ -1,0 +1,162 @@
+"""Job manifests and status aggregation: pure functions, no cluster."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from flageval.api import Status
+from flageval.api.evaluation import EvaluationTaskResult
+from flageval.controller.jobs import build_jobs, job_name
+from flageval.controller.settings import Settings
+from flageval.controller.status import JobState, evaluation_status, same_status, status_body
+
+NOW = "2025-01-01T00:00:00Z"
+
+
+def evaluation(name="ev", ns="team", **spec):
+    infos = spec.pop("evalInfos", [
+        {"evalModel": "qwen-nvidia-origin", "model": "qwen", "evalUrl": "http://h:1/v1/chat/completions", "baseModelName": "Qwen3-8B"},
+        {"evalModel": "qwen-ascend", "model": "qwen", "evalUrl": "http://h:2/v1/chat/completions", "chip": "Ascend-910B",
+         "baseModelName": "Qwen3-8B", "apiKeySecretRef": {"name": "keys", "key": "ascend"}},
+    ])
+    return {"apiVersion": "flageval.io/v1alpha1", "kind": "Evaluation",
+            "metadata": {"name": name, "namespace": ns, "uid": "u-1", "generation": 1, "creationTimestamp": "2025-01-01T00:00:00Z"},
+            "spec": {"evalInfos": infos, "datasets": ["gsm8k", "mmlu"], "limit": 5, **spec}}
+
+
+def test_one_job_per_service_and_dataset_with_placement_and_owner():
+    jobs = build_jobs(evaluation(), Settings(tolerations=[{"key": "gpu", "operator": "Exists"}], backoff_limit=2))
+    assert len(jobs) == 4 and len({j["metadata"]["name"] for j in jobs}) == 4
+    ascend = next(j for j in jobs if j["metadata"]["labels"]["flageval.io/eval-model"] == "qwen-ascend" and j["metadata"]["labels"]["flageval.io/dataset"] == "mmlu")
+    pod = ascend["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"flageval.io/chip-vendor": "ascend", "flageval.io/region": "bj"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert ascend["metadata"]["ownerReferences"] == [{"apiVersion": "flageval.io/v1alpha1", "kind": "Evaluation", "name": "ev", "uid": "u-1", "controller": True, "blockOwnerDeletion": True}]
+    assert ascend["spec"]["backoffLimit"] == 2 and ascend["spec"]["suspend"] is False
+    assert ascend["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    container = pod["containers"][0]
+    assert container["command"][:4] == ["flageval", "runner", "--dataset", "mmlu"]
+    assert "/var/lib/flageval/results/team/ev/qwen-ascend" in container["command"] and container["command"][-2:] == ["--limit", "5"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FLAGEVAL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "keys", "key": "ascend"}
+    info = json.loads(env["FLAGEVAL_EVAL_INFO"]["value"])
+    assert info["eval_model"] == "qwen-ascend" and info["chip"] == "Ascend-910B" and "api_key" not in info
+    assert env["FLAGEVAL_TASK_RESULT"]["value"] == f"team/{ascend['metadata']['name']}"
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]} and pod["securityContext"]["runAsNonRoot"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert any(v.get("persistentVolumeClaim") == {"claimName": "flageval-results"} for v in pod["volumes"])
+    baseline = next(j for j in jobs if j["metadata"]["labels"]["flageval.io/eval-model"] == "qwen-nvidia-origin")
+    env = {e["name"]: e for e in baseline["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FLAGEVAL_API_KEY"] == {"name": "FLAGEVAL_API_KEY", "value": "EMPTY"}
+
+
+def test_job_names_are_deterministic_short_and_distinct():
+    long = job_name("e" * 63, "M" * 63, "mmlu")
+    assert len(long) <= 63 and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", long)
+    assert long == job_name("e" * 63, "M" * 63, "mmlu")
+    assert job_name("ev", "A", "gsm8k") != job_name("ev", "a", "gsm8k")  # evalModels differing in case
+
+
+def test_suspend_is_mirrored_and_the_default_suite_is_used():
+    body = evaluation(suspend=True)
+    del body["spec"]["datasets"]
+    jobs = build_jobs(body, Settings())
+    assert {j["metadata"]["labels"]["flageval.io/dataset"] for j in jobs} == {"gsm8k", "mmlu"}
+    assert all(j["spec"]["suspend"] for j in jobs)
+
+
+def report(dataset, done=0, total=5, status=None, accuracy=None, message=""):
+    body = {"progress": {"dataset": dataset, "done": done, "total": total}}
+    if status:
+        body["result"] = {"dataset": dataset, "status": status, "accuracy": accuracy, "progress": f"{done}/{total}", "message": message}
+    return EvaluationTaskResult.model_validate(body)
+
+
+def done(name):
+    return JobState(name, complete=True)
+
+
+def test_running_then_succeeded_with_diffs_and_release():
+    ev = evaluation()
+    jobs = {("qwen-nvidia-origin", "gsm8k"): done("a"), ("qwen-nvidia-origin", "mmlu"): JobState("b", active=1),
+            ("qwen-ascend", "gsm8k"): done("c")}
+    reports = {("qwen-nvidia-origin", "gsm8k"): report("gsm8k", 5, status="S", accuracy=60.0),
+               ("qwen-nvidia-origin", "mmlu"): report("mmlu", 3, total=285),
+               ("qwen-ascend", "gsm8k"): report("gsm8k", 5, status="S", accuracy=80.0)}
+    status = evaluation_status(ev, jobs, reports, now=NOW)
+    assert status.phase.value == "Running" and status.progress == "2/4" and status.release is None
+    base, other = status.eval_results
+    assert base.status == Status.RUNNING and base.datasets_progress == "1/2" and base.running_dataset == "mmlu" and base.running_progress == "3/285"
+    assert other.details[0].diff == 20.0 and other.details[0].base_accuracy == 60.0
+    assert other.details[1].status == Status.PENDING and other.details[1].message == "waiting for a free slot"
+
+    jobs |= {("qwen-nvidia-origin", "mmlu"): done("b"), ("qwen-ascend", "mmlu"): done("d")}
+    reports |= {("qwen-nvidia-origin", "mmlu"): report("mmlu", 285, 285, "S", 50.0), ("qwen-ascend", "mmlu"): report("mmlu", 285, 285, "S", 50.25)}
+    status = evaluation_status(ev, jobs, reports, now=NOW)
+    assert status.phase.value == "Succeeded" and status.progress == "4/4"
+    base, other = status.eval_results
+    assert base.release and [d.diff for d in base.details] == [0.0, 0.0]
+    assert [d.diff for d in other.details] == [20.0, 0.25] and other.release is False and status.release is False
+    assert {c.type: c.status for c in status.conditions} == {"Progressing": "False", "Suspended": "False", "Complete": "True", "Failed": "False"}
+
+
+def test_suspended_and_failed():
+    ev = evaluation(suspend=True)
+    jobs = {("qwen-nvidia-origin", "gsm8k"): done("a"), ("qwen-nvidia-origin", "mmlu"): JobState("b", suspended=True)}
+    status = evaluation_status(ev, jobs, {("qwen-nvidia-origin", "gsm8k"): report("gsm8k", 5, status="S", accuracy=60.0)}, now=NOW)
+    assert status.phase.value == "Suspended"
+    assert [d.status for d in status.eval_results[0].details] == [Status.SUCCESS, Status.CANCELLED]
+    assert status.eval_results[1].status == Status.CANCELLED
+
+    ev = evaluation(evalInfos=[{"evalModel": "x", "model": "m", "evalUrl": "http://h:1/v1/chat/completions"}], datasets=["gsm8k", "nope"])
+    jobs = {("x", "gsm8k"): JobState("a", failed=True, reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit"),
+            ("x", "nope"): JobState("b", failed=True, reason="PodFailurePolicy", message="exit code 2")}
+    reports = {("x", "gsm8k"): report("gsm8k", 5, status="OOR", message="5 of 5 samples failed after 2 attempts; last error: HTTP 500")}
+    status = evaluation_status(ev, jobs, reports, now=NOW)
+    gsm8k, nope = status.eval_results[0].details
+    assert gsm8k.status == Status.OUT_OF_RETRIES and "HTTP 500" in gsm8k.message
+    assert nope.status == Status.FAILURE and nope.message.startswith("PodFailurePolicy")
+    assert status.phase.value == "Failed" and status.eval_results[0].status == Status.FAILURE and "x/gsm8k: OOR" in status.message
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert failed.status == "True" and "HTTP 500" in failed.message
+
+
+def test_an_unknown_mode_fails_without_jobs():
+    ev = evaluation(mode="nonesuch")
+    del ev["spec"]["datasets"]
+    status = evaluation_status(ev, {}, {}, now=NOW)
+    assert status.phase.value == "Failed" and "unknown mode 'nonesuch'" in status.message
+
+
+def succeeded_baseline(name, created, accuracy):
+    body = evaluation(name, evalInfos=[{"evalModel": "q-nvidia-origin", "model": "qwen", "evalUrl": "http://h:1/v1/chat/completions", "baseModelName": "Qwen3-8B"}])
+    body["metadata"]["creationTimestamp"] = created
+    body["status"] = {"phase": "Succeeded", "evalResults": [{"evalModel": "q-nvidia-origin", "status": "S",
+                      "details": [{"dataset": "gsm8k", "status": "S", "accuracy": accuracy}]}]}
+    return body
+
+
+@pytest.mark.parametrize("explicit, expected", [(None, 70.0), ("old", 65.0), ("missing", None)])
+def test_baseline_from_another_evaluation(explicit, expected):
+    ev = evaluation(evalInfos=[{"evalModel": "q-ascend", "model": "qwen", "evalUrl": "http://h:2/v1/chat/completions", "baseModelName": "Qwen3-8B", "chip": "Ascend-910B"}],
+                    datasets=["gsm8k"], baseline=explicit)
+    others = [succeeded_baseline("old", "2024-01-01T00:00:00Z", 65.0), succeeded_baseline("new", "2024-06-01T00:00:00Z", 70.0)]
+    status = evaluation_status(ev, {("q-ascend", "gsm8k"): done("a")}, {("q-ascend", "gsm8k"): report("gsm8k", 5, status="S", accuracy=70.2)}, others, now=NOW)
+    detail = status.eval_results[0].details[0]
+    assert detail.base_accuracy == expected
+    if expected is None:
+        assert detail.diff is None and "no baseline for Qwen3-8B" in detail.message and status.release is False
+    else:
+        assert detail.diff == round(70.2 - expected, 2) and status.release is (abs(70.2 - expected) < 0.5)
+
+
+def test_unchanged_status_compares_equal_and_keeps_transition_times():
+    ev = evaluation()
+    first = status_body(evaluation_status(ev, {}, {}, now=NOW))
+    ev["status"] = first
+    second = status_body(evaluation_status(ev, {}, {}, now="2025-02-02T00:00:00Z"))
+    assert same_status(first, second) and second["conditions"][0]["lastTransitionTime"] == NOW
