@@ -12,7 +12,15 @@ import time
 from typing import Any
 
 from flageval.api import DatasetResult, Progress
-from flageval.api.evaluation import API_VERSION, GROUP, TASK_RESULT_KIND, TASK_RESULT_PLURAL, VERSION, TaskOutcome, TaskProgress
+from flageval.api.evaluation import (
+    API_VERSION,
+    GROUP,
+    TASK_RESULT_KIND,
+    TASK_RESULT_PLURAL,
+    VERSION,
+    TaskOutcome,
+    TaskProgress,
+)
 
 log = logging.getLogger("flageval.taskresult")
 
@@ -94,7 +102,7 @@ class TaskResultReporter:
                     self._create_or_patch(body)
                 else:
                     self._patch(body)
-            except Exception as exc:  # the run goes on; its results are on the volume
+            except Exception as exc:  # noqa: BLE001 — the run goes on; its results are on the volume
                 log.warning("could not report to %s/%s: %s", self.namespace, self.name, _short(exc))
 
     def _patch(self, body: dict[str, Any]) -> None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from kubernetes.client.rest import ApiException
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 from flageval.api.crd import CRDS
+from flageval.controller.jobs import RUNNER_RULES
+from kubernetes.client.rest import ApiException
 from support.cluster import wait_for
 
 
@@ -24,6 +31,79 @@ def crds(kube):
             crd["metadata"]["resourceVersion"] = current.metadata.resource_version
             kube.apiext.replace_custom_resource_definition(crd["metadata"]["name"], crd)
     for name in names:
-        wait_for(lambda: any(c.type == "Established" and c.status == "True"
+        wait_for(lambda name=name: any(c.type == "Established" and c.status == "True"
                              for c in kube.apiext.read_custom_resource_definition(name).status.conditions or []), 30, f"{name} established")
     return names
+
+
+
+@pytest.fixture(scope="session")
+def runner_role(kube, crds):
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "flageval-runner"}, "rules": RUNNER_RULES}
+    try:
+        kube.rbac.create_cluster_role(role)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return "flageval-runner"
+
+
+def results_claim(kube, namespace: str, name: str = "flageval-results") -> str:
+    """A bound ReadWriteMany claim (the node agent gives each claim one host directory)."""
+    kube.core.create_persistent_volume({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-{name}"},
+                                        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                                                 "persistentVolumeReclaimPolicy": "Delete",
+                                                 "hostPath": {"path": f"/tmp/{namespace}-{name}"}, "claimRef": {"namespace": namespace, "name": name}}})
+    kube.core.create_namespaced_persistent_volume_claim(namespace, {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                                                                    "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}})
+    wait_for(lambda: kube.core.read_namespaced_persistent_volume_claim(name, namespace).status.phase == "Bound", 60, "PVC Bound")
+    return name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class OperatorProcess:
+    proc: subprocess.Popen
+    log_path: Path
+    metrics_port: int
+    liveness_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: str = "TERM") -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(getattr(signal, f"SIG{sig}"))
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def start_operator(control_plane, runner_role, tmp_path):
+    """Start `flageval operator` as a subprocess watching one namespace, with FLAGEVAL_* settings."""
+    started: list[OperatorProcess] = []
+
+    def start(namespace: str, **settings: str) -> OperatorProcess:
+        metrics, liveness = free_port(), free_port()
+        log_path = tmp_path / f"operator-{len(started)}.log"
+        env = {**control_plane.env, "KUBECONFIG": str(control_plane.kubeconfig), "FLAGEVAL_STATUS_INTERVAL": "2",
+               **{f"FLAGEVAL_{k.upper()}": str(v) for k, v in settings.items()}}
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "flageval.cli", "operator", "-n", namespace, "--metrics-port", str(metrics),
+                                     "--metrics-host", "127.0.0.1", "--liveness", f"http://127.0.0.1:{liveness}/healthz", "-v"],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env)
+        handle = OperatorProcess(proc, log_path, metrics, liveness)
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()

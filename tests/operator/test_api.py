@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from pydantic import ValidationError
-
 from flageval.api.crd import CRDS, evaluation_crd, task_result_crd
 from flageval.api.evaluation import EvalInfoSpec, EvaluationSpec, EvaluationStatus
+from pydantic import ValidationError
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
@@ -37,12 +36,12 @@ def test_to_eval_info_reuses_evalinfo_validation():
 
 
 def test_generated_crds_are_committed_and_check_detects_drift(tmp_path):
-    ok = subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--check"], capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--check"], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--out", str(tmp_path)], check=True)
     name = next(iter(CRDS))
     (tmp_path / name).write_text((tmp_path / name).read_text().replace("feval", "fe"))
-    drift = subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--check", "--out", str(tmp_path)], capture_output=True, text=True)
+    drift = subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--check", "--out", str(tmp_path)], capture_output=True, text=True, check=False)
     assert drift.returncode == 1 and "+    - feval" in drift.stdout
 
 

@@ -6,12 +6,16 @@ import json
 import re
 
 import pytest
-
 from flageval.api import Status
 from flageval.api.evaluation import EvaluationTaskResult
 from flageval.controller.jobs import build_jobs, job_name
 from flageval.controller.settings import Settings
-from flageval.controller.status import JobState, evaluation_status, same_status, status_body
+from flageval.controller.status import (
+    JobState,
+    evaluation_status,
+    same_status,
+    status_body,
+)
 
 NOW = "2025-01-01T00:00:00Z"
 
@@ -39,7 +43,7 @@ def test_one_job_per_service_and_dataset_with_placement_and_owner():
     assert ascend["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
     container = pod["containers"][0]
     assert container["command"][:4] == ["flageval", "runner", "--dataset", "mmlu"]
-    assert "/var/lib/flageval/results/team/ev/qwen-ascend" in container["command"] and container["command"][-2:] == ["--limit", "5"]
+    assert "/var/lib/flageval/results/team/ev-u-1/qwen-ascend" in container["command"] and container["command"][-2:] == ["--limit", "5"]
     env = {e["name"]: e for e in container["env"]}
     assert env["FLAGEVAL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "keys", "key": "ascend"}
     info = json.loads(env["FLAGEVAL_EVAL_INFO"]["value"])

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from kubernetes.client.rest import ApiException
-
 from support.cluster import wait_for
 
 pytestmark = pytest.mark.cluster

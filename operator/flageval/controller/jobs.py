@@ -40,8 +40,10 @@ def owner_reference(evaluation: dict[str, Any], *, controller: bool = True) -> d
             "controller": controller, "blockOwnerDeletion": controller}
 
 
-def results_dir(settings: Settings, namespace: str, evaluation: str, eval_model: str) -> str:
-    return f"{settings.volume_mount_path}/results/{namespace}/{evaluation}/{eval_model}"
+def results_dir(settings: Settings, namespace: str, evaluation: str, uid: str, eval_model: str) -> str:
+    """One directory per Evaluation object: a new object of the same name starts afresh, not from the
+    journals of an earlier one (which may have measured another service)."""
+    return f"{settings.volume_mount_path}/results/{namespace}/{evaluation}-{uid[:8]}/{eval_model}"
 
 
 def job_labels(settings: Settings, evaluation: str, info: EvalInfoSpec, dataset: str, region: str) -> dict[str, str]:
@@ -66,7 +68,7 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
     eval_info = info.to_eval_info().model_dump(mode="json", exclude={"api_key"})
 
     command = ["flageval", "runner", "--dataset", dataset,
-               "--output", results_dir(settings, namespace, ev_name, info.eval_model),
+               "--output", results_dir(settings, namespace, ev_name, meta["uid"], info.eval_model),
                "--cache-dir", f"{settings.volume_mount_path}/cache"]
     if spec.limit is not None:
         command += ["--limit", str(spec.limit)]
@@ -145,3 +147,7 @@ def build_jobs(evaluation: dict[str, Any], settings: Settings) -> list[dict[str,
     """Every Job of an Evaluation, evalInfo by evalInfo, in dataset order."""
     spec = EvaluationSpec.model_validate(evaluation["spec"])
     return [build_job(evaluation, info, dataset, settings) for info in spec.eval_infos for dataset in datasets_of(spec)]
+
+
+# What a runner may do with the API: report on its own task, nothing else.
+RUNNER_RULES = [{"apiGroups": ["flageval.io"], "resources": ["evaluationtaskresults"], "verbs": ["get", "create", "patch"]}]

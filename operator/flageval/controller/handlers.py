@@ -1,0 +1,352 @@
+"""kopf handlers: watch Evaluations, their Jobs and their runners' task results; one loop turns what it
+sees into Jobs (idempotently, within the caps), Job suspension and a throttled status. The decisions
+are made by jobs.py and status.py; this module only moves data between them and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from flageval.api.evaluation import (
+    GROUP,
+    PLURAL,
+    TASK_RESULT_PLURAL,
+    VERSION,
+    EvaluationSpec,
+    EvaluationTaskResult,
+    Phase,
+)
+from flageval.controller.jobs import (
+    LABEL_DATASET,
+    LABEL_EVAL_MODEL,
+    LABEL_EVALUATION,
+    build_jobs,
+)
+from flageval.controller.settings import Settings
+from flageval.controller.status import (
+    JobState,
+    evaluation_status,
+    same_status,
+    status_body,
+)
+from flageval.datasets import DatasetError
+
+log = logging.getLogger("flageval.operator")
+
+EVALUATIONS = Gauge("flageval_evaluations", "Evaluations by phase", ["phase"])
+JOBS_CREATED = Counter("flageval_jobs_created", "Runner Jobs created")
+STATUS_PATCHES = Counter("flageval_status_patches", "Evaluation status patches")
+RECONCILE_SECONDS = Histogram("flageval_reconcile_seconds", "Time to reconcile one Evaluation")
+
+Key = tuple[str, str]  # (namespace, evaluation)
+
+
+class State:
+    """What the watches have shown, and which Evaluations need another look."""
+
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.evaluations: dict[Key, dict[str, Any]] = {}
+        self.jobs: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.reports: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.dirty: set[Key] = set()
+        self.waiting: set[Key] = set()  # Evaluations with Jobs not created because of the caps
+        self.last_patch: dict[Key, float] = {}
+        self.rbac_done: set[str] = set()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.batch: client.BatchV1Api | None = None
+        self.core: client.CoreV1Api | None = None
+        self.custom: client.CustomObjectsApi | None = None
+        self.rbac: client.RbacAuthorizationV1Api | None = None
+
+    def touch(self, *keys: Key) -> None:
+        self.dirty.update(keys)
+        self.wake.set()
+
+
+STATE = State()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _owner_key(body: dict[str, Any]) -> Key | None:
+    meta = body.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(LABEL_EVALUATION)
+    return (meta.get("namespace"), name) if name else None
+
+
+# -- lifecycle ---------------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # kopf's own bookkeeping goes to annotations: status has one writer and a structural schema.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flageval.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="flageval.io", key="last-handled-configuration")
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    STATE.__init__()
+    STATE.batch, STATE.core = client.BatchV1Api(), client.CoreV1Api()
+    STATE.custom, STATE.rbac = client.CustomObjectsApi(), client.RbacAuthorizationV1Api()
+    # Jobs that exist before the watch reports them still count against the caps.
+    existing = await asyncio.to_thread(STATE.batch.list_job_for_all_namespaces, label_selector=LABEL_EVALUATION)
+    for job in existing.items:
+        body = client.ApiClient().sanitize_for_serialization(job)
+        key = _owner_key(body)
+        if key:
+            STATE.jobs[key][body["metadata"]["name"]] = body
+    STATE.task = asyncio.create_task(_loop())
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if STATE.task is not None:
+        STATE.task.cancel()
+        await asyncio.gather(STATE.task, return_exceptions=True)
+
+
+@kopf.on.probe(id="evaluations")
+def probe(**_: Any) -> int:
+    return len(STATE.evaluations)
+
+
+# -- watches -----------------------------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def evaluation_event(event: dict[str, Any], **_: Any) -> None:
+    body = event["object"]
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if event.get("type") == "DELETED":
+        STATE.evaluations.pop(key, None)
+        STATE.dirty.discard(key)
+        STATE.waiting.discard(key)
+        STATE.last_patch.pop(key, None)
+        return
+    before = STATE.evaluations.get(key)
+    STATE.evaluations[key] = body
+    if before is None or before.get("spec") != body.get("spec") or before.get("metadata", {}).get("generation") != body["metadata"].get("generation"):
+        STATE.touch(key)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_EVALUATION: kopf.PRESENT})
+def job_event(event: dict[str, Any], **_: Any) -> None:
+    body = event["object"]
+    key = _owner_key(body)
+    if key is None:
+        return
+    name = body["metadata"]["name"]
+    if event.get("type") == "DELETED":
+        STATE.jobs[key].pop(name, None)
+    else:
+        STATE.jobs[key][name] = body
+    if JobState.of(body).finished or event.get("type") == "DELETED":
+        STATE.touch(*STATE.waiting)  # a slot may have become free
+    STATE.touch(key)
+
+
+@kopf.on.event(GROUP, VERSION, TASK_RESULT_PLURAL, labels={LABEL_EVALUATION: kopf.PRESENT})
+def task_result_event(event: dict[str, Any], **_: Any) -> None:
+    body = event["object"]
+    key = _owner_key(body)
+    if key is None:
+        return
+    if event.get("type") == "DELETED":
+        STATE.reports[key].pop(body["metadata"]["name"], None)
+    else:
+        STATE.reports[key][body["metadata"]["name"]] = body
+    STATE.touch(key)
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+
+
+async def _loop() -> None:
+    last_resync = time.monotonic()
+    while True:
+        try:
+            await asyncio.wait_for(STATE.wake.wait(), timeout=1.0)
+        except TimeoutError:
+            pass
+        STATE.wake.clear()
+        now = time.monotonic()
+        if now - last_resync >= STATE.settings.resync_interval:
+            STATE.dirty.update(STATE.evaluations)
+            last_resync = now
+        for key in sorted(STATE.dirty):
+            STATE.dirty.discard(key)
+            started = time.monotonic()
+            try:
+                await reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciling %s/%s failed; retrying later", *key)
+                STATE.dirty.add(key)
+            RECONCILE_SECONDS.observe(time.monotonic() - started)
+        phases: dict[str, int] = defaultdict(int)
+        for body in STATE.evaluations.values():
+            phases[(body.get("status") or {}).get("phase") or Phase.PENDING.value] += 1
+        for phase in Phase:
+            EVALUATIONS.labels(phase.value).set(phases.get(phase.value, 0))
+
+
+async def _call(fn, *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def ensure_runner_access(namespace: str) -> None:
+    """The runner ServiceAccount and its RoleBinding (task results only) in a namespace, once."""
+    s = STATE.settings
+    if not s.manage_runner_rbac or namespace in STATE.rbac_done:
+        return
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": s.runner_service_account, "labels": {"app.kubernetes.io/managed-by": "flageval-operator"}}}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": s.runner_service_account, "labels": {"app.kubernetes.io/managed-by": "flageval-operator"}},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": s.runner_cluster_role},
+               "subjects": [{"kind": "ServiceAccount", "name": s.runner_service_account, "namespace": namespace}]}
+    for create, body in ((STATE.core.create_namespaced_service_account, sa), (STATE.rbac.create_namespaced_role_binding, binding)):
+        try:
+            await _call(create, namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    STATE.rbac_done.add(namespace)
+
+
+async def post_event(body: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
+    meta = body["metadata"]
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+        "reason": reason, "message": message[:1024], "type": kind,
+        "source": {"component": "flageval-operator"}, "reportingComponent": "flageval-operator",
+        "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
+    }
+    try:
+        await _call(STATE.core.create_namespaced_event, meta["namespace"], event)
+    except ApiException as exc:
+        log.warning("could not record event %s on %s/%s: HTTP %s", reason, meta["namespace"], meta["name"], exc.status)
+
+
+def _transition_event(old: str | None, new: str, status: dict[str, Any]) -> tuple[str, str, str] | None:
+    if old == new:
+        return None
+    if new == Phase.RUNNING.value:
+        return ("Resumed", "Jobs resumed from their journals", "Normal") if old == Phase.SUSPENDED.value else ("Started", "Evaluation started", "Normal")
+    if new == Phase.SUSPENDED.value:
+        return "Stopped", "Evaluation suspended; runner pods removed", "Normal"
+    if new == Phase.SUCCEEDED.value:
+        return "Finished", f"Every dataset finished; release={status.get('release')}", "Normal"
+    if new == Phase.FAILED.value:
+        return "Failed", status.get("message") or "Evaluation failed", "Warning"
+    return None
+
+
+async def reconcile(key: Key) -> None:
+    body = STATE.evaluations.get(key)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    s = STATE.settings
+    namespace, name = key
+    try:
+        spec = EvaluationSpec.model_validate(body["spec"])
+    except ValidationError as exc:
+        log.warning("%s/%s has an invalid spec: %s", namespace, name, exc)
+        return
+    try:
+        manifests = build_jobs(body, s)
+    except (DatasetError, ValidationError):
+        manifests = []  # the status says why
+    mine = STATE.jobs[key]
+
+    for job in list(mine.values()):
+        state = JobState.of(job)
+        if not state.finished and state.suspended != spec.suspend:
+            await _call(STATE.batch.patch_namespaced_job, state.name, namespace, {"spec": {"suspend": spec.suspend}})
+            job.setdefault("spec", {})["suspend"] = spec.suspend
+
+    waiting: dict[tuple[str, str], str] = {}
+    if not spec.suspend and manifests:
+        if any(m["metadata"]["name"] not in mine for m in manifests):
+            await ensure_runner_access(namespace)
+        running_all = sum(JobState.of(j).running for jobs in STATE.jobs.values() for j in jobs.values())
+        running_mine = sum(JobState.of(j).running for j in mine.values())
+        for manifest in manifests:
+            job_name = manifest["metadata"]["name"]
+            if job_name in mine:
+                continue
+            labels = manifest["metadata"]["labels"]
+            if running_mine >= s.max_running_jobs_per_evaluation or running_all >= s.max_running_jobs:
+                waiting[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = (
+                    f"waiting for a free slot ({running_mine}/{s.max_running_jobs_per_evaluation} running in this Evaluation, "
+                    f"{running_all}/{s.max_running_jobs} in the cluster)")
+                continue
+            try:
+                created = await _call(STATE.batch.create_namespaced_job, namespace, manifest)
+                mine[job_name] = client.ApiClient().sanitize_for_serialization(created)
+                JOBS_CREATED.inc()
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                mine[job_name] = manifest  # exists already: created before a restart
+            running_mine += 1
+            running_all += 1
+    if waiting:
+        STATE.waiting.add(key)
+    else:
+        STATE.waiting.discard(key)
+
+    since = time.monotonic() - STATE.last_patch.get(key, float("-inf"))
+    if since < s.status_interval:
+        await asyncio.sleep(0)  # let watch events in before the next pass
+        STATE.dirty.add(key)  # patched recently: look again later
+        return
+    jobs = {(j["metadata"]["labels"][LABEL_EVAL_MODEL], j["metadata"]["labels"][LABEL_DATASET]): JobState.of(j)
+            for j in mine.values() if LABEL_EVAL_MODEL in j["metadata"].get("labels", {})}
+    reports = {}
+    for report in STATE.reports[key].values():
+        labels = report["metadata"].get("labels") or {}
+        if LABEL_EVAL_MODEL in labels and LABEL_DATASET in labels:
+            reports[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = EvaluationTaskResult.model_validate(report)
+    others = [b for (ns, n), b in STATE.evaluations.items() if ns == namespace and n != name]
+    new = status_body(evaluation_status(body, jobs, reports, others, waiting=waiting, now=_now()))
+    old = body.get("status") or {}
+    if same_status(old, new):
+        return
+    try:
+        patched = await _call(STATE.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, {"status": new})
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    STATE.last_patch[key] = time.monotonic()
+    STATUS_PATCHES.inc()
+    STATE.evaluations[key] = patched
+    transition = _transition_event(old.get("phase"), new["phase"], new)
+    if transition:
+        await post_event(patched, *transition)
+    if new["phase"] == Phase.SUCCEEDED.value and old.get("phase") != new["phase"]:
+        # This may be the baseline another Evaluation in the namespace waits for.
+        STATE.touch(*(k for k in STATE.evaluations if k[0] == namespace and k != key))
