@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -37,7 +38,7 @@ def test_evaluation_runs_on_matching_nodes_and_reports_accuracy_diffs_and_releas
     results_claim(kube, namespace)
     kube.core.create_namespaced_secret(namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="keys"), string_data={"ascend": SECRET}))
     operator = start_operator(namespace)
-    with serve_in_thread(default_answerer(DATA, ACCURACY, 5)) as nvidia, serve_in_thread(default_answerer(DATA, ACCURACY, 6)) as ascend:
+    with serve_in_thread(default_answerer(DATA, ACCURACY, 5)) as nvidia, serve_in_thread(default_answerer(DATA, ACCURACY, 6), api_key=SECRET) as ascend:
         body = {"apiVersion": f"{G}/{V}", "kind": "Evaluation", "metadata": {"name": "qwen3"},
                 "spec": {"domain": "NLP", "datasets": ["gsm8k", "mmlu"], "limit": 20, "evalInfos": [
                     {"evalModel": "qwen3-nvidia-origin", "model": "qwen3", "evalUrl": nvidia.chat_url, "baseModelName": "Qwen3-8B", "numConcurrent": 4},
@@ -81,10 +82,81 @@ def test_evaluation_runs_on_matching_nodes_and_reports_accuracy_diffs_and_releas
 
     reasons = [e.reason for e in events(kube, namespace, "qwen3")]
     assert "Started" in reasons and "Finished" in reasons
-    # The key reached the runner through the Secret only.
+    # The key reached the runner (the ascend mock demands it) through the Secret only.
     texts = [operator.log(), json.dumps(ev), json.dumps([e.message for e in kube.core.list_namespaced_event(namespace).items]),
              json.dumps(client.ApiClient().sanitize_for_serialization(jobs))]
     assert all(SECRET not in text for text in texts)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
     assert "flageval_jobs_created_total 4.0" in metrics and 'flageval_evaluations{phase="Succeeded"} 1.0' in metrics
     assert urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/healthz", timeout=5).status == 200
+
+
+def wait_status(kube, namespace, name, predicate, timeout, message):
+    """The status once predicate(status) holds."""
+    def check():
+        status = get(kube, namespace, name).get("status") or {}
+        return status if predicate(status) else None
+    return wait_for(check, timeout, message)
+
+
+def single(name, url, dataset_spec, **info):
+    return {"apiVersion": f"{G}/{V}", "kind": "Evaluation", "metadata": {"name": name},
+            "spec": {**dataset_spec, "evalInfos": [{"evalModel": f"{name}-nvidia-origin", "model": "qwen3", "evalUrl": url, **info}]}}
+
+
+def test_suspend_removes_pods_and_resume_finishes_without_repeating_journaled_samples(kube, namespace, start_operator):
+    results_claim(kube, namespace)
+    start_operator(namespace)
+    limit = 120
+    with serve_in_thread(default_answerer(DATA, ACCURACY, 5), latency=0.05) as model:
+        kube.custom.create_namespaced_custom_object(G, V, namespace, P, single("slow", model.chat_url, {"datasets": ["gsm8k"], "limit": limit}))
+
+        def progressed(status):
+            results = status.get("evalResults") or [{}]
+            done = results[0].get("runningProgress", "0/").split("/")[0]
+            return status.get("phase") == "Running" and done.isdigit() and int(done) >= 20
+        wait_status(kube, namespace, "slow", progressed, 120, "20 samples done")
+        kube.custom.patch_namespaced_custom_object(G, V, namespace, P, "slow", {"spec": {"suspend": True}})
+        status = wait_status(kube, namespace, "slow", lambda s: s.get("phase") == "Suspended", 60, "phase Suspended")
+        assert status["evalResults"][0]["status"] == "C" and status["evalResults"][0]["details"][0]["status"] == "C"
+        wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector="flageval.io/evaluation=slow").items, 60, "pods gone")
+        job = kube.batch.list_namespaced_job(namespace, label_selector="flageval.io/evaluation=slow").items[0]
+        assert job.spec.suspend is True
+        asked = model.stats()["total"]
+        assert 20 <= asked < limit
+        time.sleep(3)
+        assert model.stats()["total"] == asked  # nothing runs while suspended
+
+        kube.custom.patch_namespaced_custom_object(G, V, namespace, P, "slow", {"spec": {"suspend": False}})
+        status = wait_status(kube, namespace, "slow", lambda s: s.get("phase") in ("Succeeded", "Failed"), 180, "the run to finish")
+        by_key = model.stats()["by_key"]
+    assert status["phase"] == "Succeeded", status
+    detail = status["evalResults"][0]["details"][0]
+    assert detail["accuracy"] == intended_accuracy("gsm8k", DATA, ACCURACY, 5, limit) and detail["progress"] == f"{limit}/{limit}"
+    assert len(by_key) == limit
+    repeated = sum(n - 1 for n in by_key.values())
+    assert repeated <= 1  # at most the one sample in flight at SIGTERM (numConcurrent 1), never a journaled one
+    reasons = [e.reason for e in events(kube, namespace, "slow")]
+    assert {"Started", "Stopped", "Resumed", "Finished"} <= set(reasons)
+
+
+def test_failing_endpoint_is_oor_and_unknown_dataset_is_f(kube, namespace, start_operator):
+    from flageval.mock_model.server import FaultPlan
+
+    results_claim(kube, namespace)
+    start_operator(namespace, backoff_limit="1")
+    with serve_in_thread(default_answerer(DATA, ACCURACY, 5), faults=FaultPlan({"500": 1.0}, seed=1)) as broken:
+        kube.custom.create_namespaced_custom_object(G, V, namespace, P, single("broken", broken.chat_url, {"datasets": ["gsm8k", "nonesuch"], "limit": 10},
+                                                                               numRetry=2, retryTime=20))
+        status = wait_status(kube, namespace, "broken", lambda s: s.get("phase") in ("Succeeded", "Failed"), 240, "the run to finish")
+    assert status["phase"] == "Failed" and status["release"] is False
+    gsm8k, nonesuch = status["evalResults"][0]["details"]
+    assert gsm8k["status"] == "OOR" and "10 of 10 samples failed" in gsm8k["message"] and "500" in gsm8k["message"]
+    assert nonesuch["status"] == "F" and "unknown dataset 'nonesuch'" in nonesuch["message"]
+    assert status["evalResults"][0]["status"] == "F"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["status"] == "True" and "OOR" in failed["message"]
+    warning = [e for e in events(kube, namespace, "broken") if e.reason == "Failed"]
+    assert warning and warning[0].type == "Warning" and "10 of 10 samples failed" in warning[0].message
+    pods = kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={kube.batch.list_namespaced_job(namespace, label_selector='flageval.io/dataset=gsm8k').items[0].metadata.name}").items
+    assert len(pods) == 2  # the first attempt and one retry (backoffLimit 1)
