@@ -7,12 +7,11 @@ import time
 import urllib.request
 
 import pytest
-from kubernetes import client
-
 from conftest import results_claim
 from flageval.datasets import default_data_dir
 from flageval.mock_model.answers import default_answerer, intended_accuracy
-from flageval.mock_model.server import serve_in_thread
+from flageval.mock_model.server import FaultPlan, serve_in_thread
+from kubernetes import client
 from support.cluster import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -141,8 +140,6 @@ def test_suspend_removes_pods_and_resume_finishes_without_repeating_journaled_sa
 
 
 def test_failing_endpoint_is_oor_and_unknown_dataset_is_f(kube, namespace, start_operator):
-    from flageval.mock_model.server import FaultPlan
-
     results_claim(kube, namespace)
     start_operator(namespace, backoff_limit="1")
     with serve_in_thread(default_answerer(DATA, ACCURACY, 5), faults=FaultPlan({"500": 1.0}, seed=1)) as broken:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lupa import LuaRuntime
-
 from flageval.api.evaluation import Evaluation
+from lupa import LuaRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH = ROOT / "charts/flageval-operator/files/argocd-health.lua"
