@@ -13,11 +13,15 @@ from flageval.engine.types import EndpointKind
 DATASETS: dict[str, str] = {
     "gsm8k": "flageval.datasets.gsm8k:GSM8K",
     "mmlu": "flageval.datasets.mmlu:MMLU",
+    "mathvision": "flageval.datasets.mathvision:MathVision",
 }
 
 # domain → mode → datasets. A mode is a named suite; "default" is what a domain runs when none is named.
 SUITES: dict[str, dict[str, list[str]]] = {
     "NLP": {"default": ["gsm8k", "mmlu"], "gsm8k": ["gsm8k"], "mmlu": ["mmlu"]},
+    # MM and EV defaults: those whose files are present (see suite); EV has no dataset bundled yet.
+    "MM": {"default": ["mathvision"], "mathvision": ["mathvision"]},
+    "EV": {"default": []},
 }
 
 _REPO_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
@@ -57,15 +61,22 @@ def get_dataset(
     return _factory(name)(data_dir, limit=limit, mode=mode, kind=kind)
 
 
-def suite(domain: str, mode: str | None = None) -> list[str]:
-    """The datasets a domain's mode names (mode None: the domain's default suite)."""
+def suite(domain: str, mode: str | None = None, data_dir: Path | str | None = None) -> list[str]:
+    """The datasets a domain's mode names (mode None: the domain's default suite).
+
+    With data_dir, the default MM and EV suites keep the datasets whose files are there; when none
+    is, all stay, so that each fails with the location it expected."""
     modes = SUITES.get(domain)
     if modes is None:
         raise DatasetError(f"unknown domain '{domain}'; known: {', '.join(SUITES)}")
     key = mode or "default"
     if key not in modes:
         raise DatasetError(f"unknown mode '{key}' for domain {domain}; known: {', '.join(modes)}")
-    return list(modes[key])
+    names = list(modes[key])
+    if data_dir is not None and key == "default" and domain in ("MM", "EV"):
+        present = [name for name in names if getattr(_factory(name), "present", lambda _: True)(Path(data_dir))]
+        names = present or names
+    return names
 
 
 __all__ = ["DATASETS", "SUITES", "Dataset", "DatasetError", "default_data_dir", "get_dataset", "suite"]

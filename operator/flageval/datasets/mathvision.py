@@ -319,6 +319,11 @@ class MathVision(VisualDataset):
         self.comparer = comparer
         super().__init__(data_dir, limit, mode=mode, kind=kind, images=images, max_tokens=max_tokens)
 
+    @classmethod
+    def present(cls, data_dir: Path) -> bool:
+        split = os.environ.get(ENV_SPLIT) or DEFAULT_SPLIT
+        return (Path(data_dir) / cls.folder / f"{split}.jsonl").is_file()
+
     def load(self, mode: str | None) -> list[VisualProblem]:
         path = self.root / f"{self.split}.jsonl"
         if not path.is_file():

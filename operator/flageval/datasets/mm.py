@@ -165,6 +165,11 @@ class VisualDataset:
             raise DatasetError(f"{self.name}: no problems found under {self.root}")
         self.problems: list[VisualProblem] = problems[:limit] if limit else problems
 
+    @classmethod
+    def present(cls, data_dir: Path) -> bool:
+        """Whether the dataset's files are there (default suites run only those)."""
+        return (Path(data_dir) / cls.folder).is_dir()
+
     # -- what a dataset provides ------------------------------------------------------------------
 
     def load(self, mode: str | None) -> list[VisualProblem]:
@@ -237,7 +242,10 @@ class VisualDataset:
         if meta.error is not None:
             return SampleRecord(**common, error=meta.error)
         answer = replies[0].text if replies else ""
-        judged = self.judge(problem, answer)
+        try:
+            judged = self.judge(problem, answer)
+        except ImageError as exc:  # a reference image (e.g. a mask) is unusable: this sample fails
+            return SampleRecord(**common, response=answer, error=str(exc))
         extracted = judged.extracted
         if judged.rejected is not None:
             extracted = {"rejected": judged.rejected}
