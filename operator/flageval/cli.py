@@ -77,11 +77,18 @@ def cmd_operator(argv: list[str]) -> int:
     return run_operator(argv)
 
 
+def cmd_serve(argv: list[str]) -> int:
+    from flageval.shim.serve import main
+
+    return main(argv)
+
+
 COMMANDS = {
     "eval": (cmd_eval, "evaluate a service locally (no cluster)"),
     "runner": (cmd_runner, "run one (service, dataset) — the entry point of an operator Job"),
     "mock-model": (cmd_mock_model, "the bundled reference OpenAI-compatible model server"),
     "operator": (cmd_operator, "run the Kubernetes operator with the current kubeconfig"),
+    "serve": (cmd_serve, "serve FlagEval's REST API over local runs or Evaluation objects"),
 }
 
 

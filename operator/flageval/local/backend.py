@@ -1,0 +1,549 @@
+"""The embedded backend: evaluations as `flageval runner` child processes on this machine.
+
+Everything lives under one state directory, so that a restarted `flageval serve` loses nothing:
+
+    <state>/lock                                   one server per state directory
+    <state>/cache/                                 response cache shared by every run (per service URL + model)
+    <state>/evaluations/<request_id>/state.json    the request (without keys) and each task's status
+    <state>/evaluations/<request_id>/api_keys.json eval_model → api_key, mode 0600
+    <state>/evaluations/<request_id>/results/<eval_model>/<dataset>/   the runner's output (journal, result)
+    <state>/evaluations/<request_id>/logs/<eval_model>.<dataset>.log   the runner's stdout and stderr
+
+A task is one (service, dataset) run. Up to `parallel_datasets` tasks of one service and `max_runs`
+tasks in all run at once; the rest wait in request order. Stop sends SIGTERM (the runner flushes its
+journal and exits 143); resume and a restart launch the runner again and it continues from its journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flageval.api import EvalInfo, Progress, Status
+from flageval.api.rest import EvaluationRequest
+from flageval.results import RunPaths, read_progress, read_result, run_paths
+from flageval.shim.backend import (
+    FINISHED,
+    BackendError,
+    DatasetView,
+    EvaluationView,
+    ServiceView,
+    UnknownRequest,
+    new_request_id,
+    valid_request_id,
+)
+from flageval.verdict import DEFAULT_TOLERANCE, judge
+
+log = logging.getLogger("flageval.local")
+
+EXIT_CONFIG, EXIT_TERMINATED = 2, 143
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+@dataclass
+class LocalSettings:
+    state_dir: Path
+    data_dir: Path | None = None
+    parallel_datasets: int = 2  # tasks of one service at once
+    max_runs: int = 4  # tasks at once on this machine
+    limit: int | None = None  # cap on samples per dataset for every evaluation (smoke deployments)
+    cache: bool = True
+    tolerance: float = DEFAULT_TOLERANCE
+    max_attempts: int = 3  # launches of a task whose runner crashed before it is F
+    grace_seconds: float = 30.0  # SIGTERM → SIGKILL
+    python: str = sys.executable
+    runner_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    eval_model: str
+    dataset: str
+    status: Status = Status.PENDING
+    attempts: int = 0
+    message: str = ""
+    pid: int | None = None
+    accuracy: float | None = None
+    done: int = 0
+    total: int = 0
+    # not persisted
+    stopping: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.eval_model}/{self.dataset}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"eval_model": self.eval_model, "dataset": self.dataset, "status": self.status.value, "attempts": self.attempts,
+                "message": self.message, "pid": self.pid, "accuracy": self.accuracy, "done": self.done, "total": self.total}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Task:
+        return cls(eval_model=data["eval_model"], dataset=data["dataset"], status=Status(data["status"]),
+                   attempts=int(data.get("attempts", 0)), message=data.get("message", ""), pid=data.get("pid"),
+                   accuracy=data.get("accuracy"), done=int(data.get("done", 0)), total=int(data.get("total", 0)))
+
+
+@dataclass
+class LocalEvaluation:
+    request_id: str
+    created: float
+    request: dict[str, Any]  # EvaluationRequest without api keys
+    datasets: list[str]
+    limit: int | None
+    tasks: list[Task]
+    suspended: bool = False
+
+    def infos(self) -> list[dict[str, Any]]:
+        return self.request["eval_infos"]
+
+    def task(self, key: str) -> Task:
+        return next(t for t in self.tasks if t.key == key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "created": self.created, "request": self.request, "datasets": self.datasets,
+                "limit": self.limit, "suspended": self.suspended, "tasks": [t.to_json() for t in self.tasks]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LocalEvaluation:
+        return cls(request_id=data["request_id"], created=float(data["created"]), request=data["request"],
+                   datasets=list(data["datasets"]), limit=data.get("limit"), suspended=bool(data.get("suspended")),
+                   tasks=[Task.from_json(t) for t in data["tasks"]])
+
+    @property
+    def finished(self) -> bool:
+        return all(t.status in FINISHED for t in self.tasks)
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _pdeathsig() -> Any:
+    """A child that outlives a killed server would race its replacement's runner on one journal:
+    the kernel sends it SIGTERM when its parent dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_pdeathsig() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return set_pdeathsig if sys.platform.startswith("linux") else None
+
+
+_PREEXEC = _pdeathsig()
+
+
+def _pid_alive(pid: int, marker: str) -> bool:
+    """The process exists and is a runner of ours (its command line names our results directory)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True
+    return marker in cmdline and "runner" in cmdline
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, settings: LocalSettings):
+        self.settings = settings
+        self.root = Path(settings.state_dir)
+        self.evaluations: dict[str, LocalEvaluation] = {}
+        self.procs: dict[tuple[str, str], asyncio.subprocess.Process] = {}
+        self._watchers: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+        self._scheduler: asyncio.Task | None = None
+        self._closing = False
+        self._lock_fd: int | None = None
+        self._progress_cache: dict[Path, tuple[int, Progress | None]] = {}
+
+    # -- paths ------------------------------------------------------------------------------------
+
+    def _dir(self, request_id: str) -> Path:
+        return self.root / "evaluations" / request_id
+
+    def results_dir(self, request_id: str, eval_model: str) -> Path:
+        return self._dir(request_id) / "results" / eval_model
+
+    def _run_paths(self, request_id: str, task: Task) -> RunPaths:
+        return run_paths(self.results_dir(request_id, task.eval_model), task.dataset)
+
+    def _log_path(self, request_id: str, task: Task) -> Path:
+        return self._dir(request_id) / "logs" / f"{task.eval_model}.{task.dataset}.log"
+
+    def _save(self, ev: LocalEvaluation) -> None:
+        _write_atomic(self._dir(ev.request_id) / "state.json", json.dumps(ev.to_json(), indent=1) + "\n")
+
+    def _keys(self, request_id: str) -> dict[str, str]:
+        try:
+            return json.loads((self._dir(request_id) / "api_keys.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Take the state directory, reload every evaluation and continue what was running."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.root / "evaluations").mkdir(exist_ok=True)
+        self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise BackendError(f"another flageval serve uses the state directory {self.root}") from None
+        for path in sorted((self.root / "evaluations").glob("*/state.json")):
+            try:
+                ev = LocalEvaluation.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("skipping unreadable %s: %s", path, exc)
+                continue
+            self.evaluations[ev.request_id] = ev
+            await self._recover(ev)
+        self._scheduler = asyncio.create_task(self._schedule_loop())
+        self._wake.set()
+
+    async def _recover(self, ev: LocalEvaluation) -> None:
+        """Tasks that were running when the last server stopped: wait for a stray runner to exit, then
+        take its result if it finished, else queue the task again (it resumes from its journal)."""
+        changed = False
+        for task in ev.tasks:
+            if task.status != Status.RUNNING:
+                continue
+            if task.pid:
+                await self._wait_stray(task.pid, str(self.results_dir(ev.request_id, task.eval_model)))
+            task.pid = None
+            if not self._take_result(ev, task):
+                task.status = Status.CANCELLED if ev.suspended else Status.PENDING
+            changed = True
+        if changed:
+            self._save(ev)
+
+    async def _wait_stray(self, pid: int, marker: str) -> None:
+        if not _pid_alive(pid, marker):
+            return
+        log.warning("runner %d of the previous server is still running; stopping it", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.grace_seconds
+        while time.monotonic() < deadline and _pid_alive(pid, marker):
+            await asyncio.sleep(0.1)
+        if _pid_alive(pid, marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def aclose(self) -> None:
+        """Stop the runners (they flush their journals) but keep their tasks running on disk: the next
+        server continues them."""
+        self._closing = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        for proc in list(self.procs.values()):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        if self._watchers:
+            done, pending = await asyncio.wait(list(self._watchers), timeout=self.settings.grace_seconds)
+            for proc in list(self.procs.values()):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for ev in self.evaluations.values():
+            self._save(ev)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- the API ----------------------------------------------------------------------------------
+
+    async def start(self, request: EvaluationRequest, datasets: list[str]) -> EvaluationView:
+        request_id = new_request_id()
+        while self._dir(request_id).exists():
+            request_id = new_request_id()
+        limits = [x for x in (request.limit, self.settings.limit) if x is not None]
+        body = request.model_dump(mode="json", exclude={"eval_infos": {"__all__": {"api_key"}}})
+        ev = LocalEvaluation(
+            request_id=request_id,
+            created=time.time(),
+            request=body,
+            datasets=datasets,
+            limit=min(limits) if limits else None,
+            tasks=[Task(info.eval_model, ds) for info in request.eval_infos for ds in datasets],
+        )
+        directory = self._dir(request_id)
+        directory.mkdir(parents=True, mode=0o700)
+        (directory / "logs").mkdir()
+        keys = {info.eval_model: info.api_key for info in request.eval_infos}
+        _write_atomic(directory / "api_keys.json", json.dumps(keys), mode=0o600)
+        self._save(ev)
+        self.evaluations[request_id] = ev
+        log.info("evaluation %s: %d service(s) × %s", request_id, len(request.eval_infos), ",".join(datasets))
+        self._wake.set()
+        return self._view(ev)
+
+    def _get(self, request_id: str) -> LocalEvaluation:
+        ev = self.evaluations.get(request_id) if valid_request_id(request_id) else None
+        if ev is None:
+            raise UnknownRequest(request_id)
+        return ev
+
+    async def stop(self, request_id: str) -> str:
+        ev = self._get(request_id)
+        if ev.finished:
+            raise BackendError(f"evaluation {request_id} has already finished ({self._view(ev).status.value}); nothing to stop")
+        if ev.suspended:
+            return f"evaluation {request_id} is already stopped"
+        ev.suspended = True
+        stopped = 0
+        for task in ev.tasks:
+            if task.status == Status.PENDING:
+                task.status = Status.CANCELLED
+            elif task.status == Status.RUNNING:
+                proc = self.procs.get((request_id, task.key))
+                if proc is not None and proc.returncode is None:
+                    task.stopping = True
+                    stopped += 1
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+                    asyncio.get_running_loop().call_later(self.settings.grace_seconds, self._kill_if_running, proc)
+        self._save(ev)
+        log.info("evaluation %s: stopped (%d runner(s) signalled)", request_id, stopped)
+        return f"evaluation {request_id} stopped; finished samples are kept and resume continues from them"
+
+    @staticmethod
+    def _kill_if_running(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+    async def resume(self, request_id: str) -> str:
+        ev = self._get(request_id)
+        again = [t for t in ev.tasks if t.status in (Status.CANCELLED, Status.OUT_OF_RETRIES)]
+        if not ev.suspended and not again:
+            if ev.finished:
+                raise BackendError(f"evaluation {request_id} has already finished ({self._view(ev).status.value}); nothing to resume")
+            return f"evaluation {request_id} is already running"
+        ev.suspended = False
+        for task in again:
+            task.status = Status.PENDING
+            task.message = ""
+        self._save(ev)
+        self._wake.set()
+        log.info("evaluation %s: resumed (%d dataset run(s) queued)", request_id, len(again))
+        return f"evaluation {request_id} resumed; {len(again)} dataset run(s) continue from their last finished sample"
+
+    async def view(self, request_id: str) -> EvaluationView:
+        return self._view(self._get(request_id))
+
+    def list_ids(self) -> list[str]:
+        return sorted(self.evaluations, key=lambda i: self.evaluations[i].created)
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def _progress(self, paths: RunPaths) -> Progress | None:
+        try:
+            mtime = paths.progress.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._progress_cache.get(paths.progress)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        progress = read_progress(paths)
+        self._progress_cache[paths.progress] = (mtime, progress)
+        return progress
+
+    def _dataset_view(self, ev: LocalEvaluation, task: Task) -> DatasetView:
+        done, total = task.done, task.total
+        if task.status not in FINISHED:
+            progress = self._progress(self._run_paths(ev.request_id, task))
+            if progress is not None:
+                done, total = progress.done, progress.total
+        return DatasetView(dataset=task.dataset, status=task.status, done=done, total=total,
+                           accuracy=task.accuracy if task.status in FINISHED else None, message=task.message)
+
+    def _services(self, ev: LocalEvaluation) -> list[ServiceView]:
+        services = []
+        for raw in ev.infos():
+            info = EvalInfo.model_validate(raw)
+            datasets = [self._dataset_view(ev, t) for t in ev.tasks if t.eval_model == info.eval_model]
+            services.append(ServiceView(eval_model=info.eval_model, chip=info.chip, baseline_key=info.baseline_key, datasets=datasets))
+        return services
+
+    def _baseline_elsewhere(self, key: str, exclude: str) -> ServiceView | None:
+        """The newest finished local evaluation's successful '-nvidia-origin' service for `key`."""
+        for ev in sorted(self.evaluations.values(), key=lambda e: e.created, reverse=True):
+            if ev.request_id == exclude or not ev.finished:
+                continue
+            for service in self._services(ev):
+                if service.is_baseline and service.baseline_key == key and service.status == Status.SUCCESS:
+                    return service
+        return None
+
+    def _view(self, ev: LocalEvaluation) -> EvaluationView:
+        services = self._services(ev)
+        for service in services:
+            results = [_as_result(d) for d in service.datasets]
+            if service.is_baseline:
+                verdicts, release = judge(results, None, tolerance=self.settings.tolerance)
+            else:
+                base = next((s for s in services if s.is_baseline and s.baseline_key == service.baseline_key), None)
+                base = base or self._baseline_elsewhere(service.baseline_key, ev.request_id)
+                verdicts, release = judge(results, [_as_result(d) for d in base.datasets] if base else [], tolerance=self.settings.tolerance)
+            for dataset, verdict in zip(service.datasets, verdicts):
+                dataset.base_accuracy, dataset.diff = verdict.base_accuracy, verdict.diff
+            service.release = release
+        return EvaluationView(request_id=ev.request_id, domain=ev.request.get("domain", "NLP"), services=services,
+                              suspended=ev.suspended, created=ev.created)
+
+    # -- scheduling -------------------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._fill()
+            except Exception:  # one bad launch must not stop every later one
+                log.exception("scheduling failed")
+
+    async def _fill(self) -> None:
+        running = len(self.procs)
+        for ev in sorted(self.evaluations.values(), key=lambda e: e.created):
+            if ev.suspended:
+                continue
+            for raw in ev.infos():
+                name = raw["eval_model"]
+                tasks = [t for t in ev.tasks if t.eval_model == name]
+                active = sum(t.status == Status.RUNNING for t in tasks)
+                for task in tasks:
+                    if task.status != Status.PENDING:
+                        continue
+                    if running >= self.settings.max_runs:
+                        return
+                    if active >= self.settings.parallel_datasets:
+                        break
+                    await self._launch(ev, task)
+                    running += 1
+                    active += 1
+
+    async def _launch(self, ev: LocalEvaluation, task: Task) -> None:
+        paths = self._run_paths(ev.request_id, task)
+        with contextlib.suppress(FileNotFoundError):
+            paths.result.unlink()  # an earlier attempt's; this run writes its own
+        raw = next(i for i in ev.infos() if i["eval_model"] == task.eval_model)
+        command = [self.settings.python, "-m", "flageval.cli", "runner", "--dataset", task.dataset,
+                   "--output", str(self.results_dir(ev.request_id, task.eval_model))]
+        if ev.limit is not None:
+            command += ["--limit", str(ev.limit)]
+        if self.settings.cache:
+            command += ["--cache-dir", str(self.root / "cache")]
+        if self.settings.data_dir is not None:
+            command += ["--data-dir", str(self.settings.data_dir)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLAGEVAL_SHIM_", "FLAGEVAL_TASK_RESULT"))}
+        env.update(self.settings.runner_env)
+        env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["FLAGEVAL_EVAL_INFO"] = json.dumps(raw)
+        env["FLAGEVAL_API_KEY"] = self._keys(ev.request_id).get(task.eval_model, "EMPTY")
+        log_path = self._log_path(ev.request_id, task)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            out.write(f"--- attempt {task.attempts + 1} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            out.flush()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
+                    start_new_session=True, preexec_fn=_PREEXEC,
+                )
+            except OSError as exc:
+                task.status, task.message = Status.FAILURE, f"cannot start the runner: {exc}"
+                self._save(ev)
+                return
+        task.status, task.pid, task.stopping = Status.RUNNING, proc.pid, False
+        task.attempts += 1
+        task.message = ""
+        self.procs[(ev.request_id, task.key)] = proc
+        self._save(ev)
+        log.info("evaluation %s: %s started (pid %d, attempt %d)", ev.request_id, task.key, proc.pid, task.attempts)
+        watcher = asyncio.create_task(self._watch(ev, task, proc))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, ev: LocalEvaluation, task: Task, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        self.procs.pop((ev.request_id, task.key), None)
+        if self._closing and not task.stopping:
+            return  # stays R on disk: the next server continues it
+        task.pid = None
+        terminated = code in (EXIT_TERMINATED, -signal.SIGTERM)
+        if self._take_result(ev, task):
+            pass
+        elif terminated and task.stopping:
+            task.status = Status.CANCELLED if ev.suspended else Status.PENDING  # resumed while it was stopping
+        elif code == EXIT_CONFIG:
+            task.status, task.message = Status.FAILURE, self._log_error(ev, task) or "configuration error (runner exit code 2)"
+        elif task.attempts < self.settings.max_attempts:
+            log.warning("evaluation %s: %s runner exited with %s; trying again", ev.request_id, task.key, code)
+            task.status = Status.PENDING
+        else:
+            task.status = Status.FAILURE
+            task.message = f"runner exited with code {code} after {task.attempts} attempts; log: {self._log_path(ev.request_id, task)}"
+        task.stopping = False
+        log.info("evaluation %s: %s → %s (exit %s)", ev.request_id, task.key, task.status.value, code)
+        self._save(ev)
+        self._wake.set()
+
+    def _take_result(self, ev: LocalEvaluation, task: Task) -> bool:
+        result = read_result(self._run_paths(ev.request_id, task))
+        if result is None:
+            return False
+        task.status, task.accuracy, task.message = result.status, result.accuracy, result.message
+        done, _, total = result.progress.partition("/")
+        task.done = int(done) if done.isdigit() else 0
+        task.total = int(total) if total.isdigit() else result.n_samples
+        return True
+
+    def _log_error(self, ev: LocalEvaluation, task: Task) -> str:
+        try:
+            lines = self._log_path(ev.request_id, task).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        for line in reversed(lines[-50:]):
+            if line.startswith("error:") or "error:" in line[:40]:
+                return line.split("error:", 1)[1].strip()
+        return ""
+
+
+def _as_result(dataset: DatasetView):
+    from flageval.api import DatasetResult
+
+    return DatasetResult(dataset=dataset.dataset, status=dataset.status, accuracy=dataset.accuracy)

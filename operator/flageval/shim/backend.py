@@ -1,0 +1,154 @@
+"""What the REST shim needs from wherever evaluations run: a Kubernetes cluster or this machine.
+
+Both backends answer with the same views; the shim turns them into FlagEval's response bodies.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from flageval.api import Status
+from flageval.api.rest import REQUEST_ID_PATTERN, EvaluationRequest
+
+FINISHED = (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
+
+
+class BackendError(Exception):
+    """A well-formed request that cannot be served (unknown request_id, nothing to resume, …): err_code 1."""
+
+
+class UnknownRequest(BackendError):
+    def __init__(self, request_id: str):
+        super().__init__(f"unknown request_id '{request_id}'")
+        self.request_id = request_id
+
+
+@dataclass
+class DatasetView:
+    dataset: str
+    status: Status
+    done: int = 0
+    total: int = 0
+    accuracy: float | None = None
+    base_accuracy: float | None = None
+    diff: float | None = None
+    message: str = ""
+    progress_text: str = ""  # when the backend only has "done/total" as text
+
+    @property
+    def progress(self) -> str:
+        return self.progress_text or f"{self.done}/{self.total}"
+
+
+@dataclass
+class ServiceView:
+    eval_model: str
+    chip: str
+    baseline_key: str
+    datasets: list[DatasetView]
+    release: bool = False
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.eval_model.endswith("-nvidia-origin")
+
+    @property
+    def status(self) -> Status:
+        return overall_status([d.status for d in self.datasets])
+
+    @property
+    def running(self) -> DatasetView | None:
+        return next((d for d in self.datasets if d.status == Status.RUNNING), None)
+
+    @property
+    def datasets_progress(self) -> str:
+        return f"{sum(d.status in FINISHED for d in self.datasets)}/{len(self.datasets)}"
+
+
+@dataclass
+class EvaluationView:
+    request_id: str
+    domain: str
+    services: list[ServiceView]
+    suspended: bool = False
+    message: str = ""
+    created: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def datasets(self) -> list[DatasetView]:
+        return [d for s in self.services for d in s.datasets]
+
+    @property
+    def status(self) -> Status:
+        return overall_status([d.status for d in self.datasets])
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.datasets) and all(d.status in FINISHED for d in self.datasets)
+
+
+def overall_status(statuses: list[Status]) -> Status:
+    """F or OOR once everything finished and something failed; C when stopped; R once anything started."""
+    if statuses and all(s in FINISHED for s in statuses):
+        if Status.FAILURE in statuses:
+            return Status.FAILURE
+        return Status.OUT_OF_RETRIES if Status.OUT_OF_RETRIES in statuses else Status.SUCCESS
+    if Status.CANCELLED in statuses:
+        return Status.CANCELLED
+    if Status.RUNNING in statuses or any(s in FINISHED for s in statuses):
+        return Status.RUNNING
+    return Status.PENDING
+
+
+class Backend(Protocol):
+    name: str
+
+    async def start(self, request: EvaluationRequest, datasets: list[str]) -> EvaluationView:
+        """Start evaluating; the view's request_id names the evaluation from now on."""
+
+    async def stop(self, request_id: str) -> str:
+        """Stop every running dataset (they keep what they finished); returns a message."""
+
+    async def resume(self, request_id: str) -> str:
+        """Continue a stopped evaluation from where each dataset stopped; returns a message."""
+
+    async def view(self, request_id: str) -> EvaluationView:
+        """Status, progress, accuracies and diffs of one evaluation. Raises UnknownRequest."""
+
+    async def aclose(self) -> None: ...
+
+
+def new_request_id() -> str:
+    """A DNS label, so that it can name an Evaluation object too."""
+    return f"eval-{uuid.uuid4().hex[:12]}"
+
+
+def valid_request_id(request_id: str) -> bool:
+    return bool(re.match(REQUEST_ID_PATTERN, request_id))
+
+
+def url_host(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def host_allowed(url: str, allowed: list[str]) -> bool:
+    """Empty allowlist: every host. Entries are host names or '*.suffix' patterns."""
+    if not allowed:
+        return True
+    host = url_host(url)
+    for entry in allowed:
+        entry = entry.strip().lower()
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and host != entry[2:]:
+                return True
+        elif host == entry:
+            return True
+    return False

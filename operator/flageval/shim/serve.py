@@ -1,0 +1,149 @@
+"""`flageval serve`: FlagEval's REST API over local runs or, in a cluster, over Evaluation objects."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="flageval serve",
+        description="Serve FlagEval Auto-Evaluation's REST API. Backend: local child processes, unless given a "
+                    "kubeconfig or running in a cluster (then Evaluation objects).",
+    )
+    p.add_argument("--host", default=env("FLAGEVAL_SHIM_HOST", "127.0.0.1"), help="address to listen on (default 127.0.0.1; others need a token)")
+    p.add_argument("--port", type=int, default=int(env("FLAGEVAL_SHIM_PORT", "8080")), help="0 picks a free port (printed on start)")
+    p.add_argument("--token", default=env("FLAGEVAL_SHIM_TOKEN"), help="bearer token clients must send (or FLAGEVAL_SHIM_TOKEN)")
+    p.add_argument("--token-file", type=Path, default=env("FLAGEVAL_SHIM_TOKEN_FILE"), help="read the token from this file")
+    p.add_argument("--allow-host", action="append", default=None, metavar="HOST",
+                   help="eval_url hosts evaluations may call (repeatable; '*.example.com' patterns; or FLAGEVAL_SHIM_ALLOW_HOSTS, comma-separated); default: any")
+    p.add_argument("--max-body-bytes", type=int, default=int(env("FLAGEVAL_SHIM_MAX_BODY_BYTES", str(1 << 20))))
+    p.add_argument("--tolerance", type=float, default=float(env("FLAGEVAL_SHIM_TOLERANCE", "0.5")), help="release tolerance in points (default 0.5)")
+    p.add_argument("--backend", choices=("local", "kubernetes"), default=env("FLAGEVAL_SHIM_BACKEND"), help="default: kubernetes with --kubeconfig or in a cluster, else local")
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig of the cluster whose Evaluations to serve")
+    p.add_argument("--namespace", default=env("FLAGEVAL_SHIM_NAMESPACE"), help="namespace of the Evaluations (default: the pod's, else 'default')")
+    local = p.add_argument_group("local backend")
+    local.add_argument("--state-dir", type=Path, default=Path(env("FLAGEVAL_SHIM_STATE_DIR", str(Path.home() / ".local/state/flageval/serve"))),
+                       help="requests, results, journals, logs and keys (default ~/.local/state/flageval/serve)")
+    local.add_argument("--data-dir", type=Path, default=None, help="benchmark files (default: FLAGEVAL_DATA_DIR or ../shared/datasets)")
+    local.add_argument("--parallel-datasets", type=int, default=int(env("FLAGEVAL_SHIM_PARALLEL_DATASETS", "2")), help="datasets of one service run at once (default 2)")
+    local.add_argument("--max-runs", type=int, default=int(env("FLAGEVAL_SHIM_MAX_RUNS", "4")), help="runner processes at once; the rest wait in request order (default 4)")
+    local.add_argument("--limit", type=int, default=None, help="evaluate at most the first N samples of each dataset (smoke deployments)")
+    local.add_argument("--no-cache", action="store_true", help="do not share a response cache between runs")
+    p.add_argument("--log-level", default=env("FLAGEVAL_SHIM_LOG_LEVEL", "info"), choices=("debug", "info", "warning", "error"))
+    p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
+
+
+def _fail(message: str) -> int:
+    print(f"flageval serve: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _make_backend(args: argparse.Namespace):
+    kind = args.backend or ("kubernetes" if args.kubeconfig or in_cluster() else "local")
+    if kind == "kubernetes":
+        from flageval.shim.kube_backend import KubeBackend, KubeSettings
+
+        return KubeBackend(KubeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace, tolerance=args.tolerance))
+    from flageval.local.backend import LocalBackend, LocalSettings
+
+    return LocalBackend(LocalSettings(
+        state_dir=args.state_dir, data_dir=args.data_dir, parallel_datasets=args.parallel_datasets,
+        max_runs=args.max_runs, limit=args.limit, cache=not args.no_cache, tolerance=args.tolerance,
+    ))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    token = args.token
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            return _fail(f"cannot read --token-file: {exc}")
+    token = token or None
+    if token is None and not is_loopback(args.host):
+        return _fail(f"refusing to listen on {args.host} without a token: set --token (or FLAGEVAL_SHIM_TOKEN), or listen on 127.0.0.1")
+    allow = args.allow_host if args.allow_host is not None else [h for h in os.environ.get("FLAGEVAL_SHIM_ALLOW_HOSTS", "").split(",") if h.strip()]
+    for name, value, low in (("--parallel-datasets", args.parallel_datasets, 1), ("--max-runs", args.max_runs, 1),
+                             ("--max-body-bytes", args.max_body_bytes, 1024)):
+        if value < low:
+            return _fail(f"{name} must be at least {low}")
+    if args.limit is not None and args.limit < 1:
+        return _fail("--limit must be a positive number of samples")
+    if args.tolerance <= 0:
+        return _fail("--tolerance must be positive")
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from flageval.shim.app import ShimSettings, create_app
+
+    try:
+        backend = _make_backend(args)
+    except Exception as exc:  # noqa: BLE001 - a bad kubeconfig or settings: one line
+        return _fail(str(exc))
+    settings = ShimSettings(token=token, allow_hosts=allow, max_body_bytes=args.max_body_bytes, tolerance=args.tolerance)
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
+    return asyncio.run(_serve(backend, create_app(backend, settings, manage_backend=False), sock, args))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(backend, app, sock: socket.socket, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from flageval.shim.backend import BackendError
+
+    try:
+        await backend.open()
+    except BackendError as exc:
+        return _fail(str(exc))
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"listening on http://{shown}:{port} (backend: {backend.name})", flush=True)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=not args.no_access_log, lifespan="on",
+                            timeout_graceful_shutdown=5, log_config=None)
+    server = uvicorn.Server(config)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await backend.aclose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
