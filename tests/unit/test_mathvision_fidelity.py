@@ -176,9 +176,9 @@ PROMPTS = {
              "graph look like?\nA. <image1>\nB. <image2>\nC. <image3>\nD. <image4>\nE. <image5>",
              [INSTRUCTION + "\n",
               ("image", "116c1fd7c4954dca891228822c3684ac045c4e8dbe5557e149d7953fc1413cad"),
-              " Jorge's teacher asks him to plot all the ordered pairs $ (w, l)$ of positive integers for which $ w$ is "
+              (" Jorge's teacher asks him to plot all the ordered pairs $ (w, l)$ of positive integers for which $ w$ is "
               "the width and $ l$ is the length of a rectangle with area 12. What should his graph look like?\nA. "
-              "<image1>\nB. <image2>\nC. <image3>\nD. <image4>\nE. <image5>"]),
+              "<image1>\nB. <image2>\nC. <image3>\nD. <image4>\nE. <image5>")]),
     # one placeholder in the question (spaced), more in the options (left alone)
     "2659": (INSTRUCTION + "\nTess runs counterclockwise around rectangular block JKLM. She lives at corner J. Which "
              "graph could represent her straight-line distance from home?\n\n<image 1>\nA. <image2>\nB. <image3>\nC. "
