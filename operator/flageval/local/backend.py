@@ -60,7 +60,7 @@ class LocalSettings:
     limit: int | None = None  # cap on samples per dataset for every evaluation (smoke deployments)
     cache: bool = True
     tolerance: float = DEFAULT_TOLERANCE
-    max_attempts: int = 3  # launches of a task whose runner crashed before it is F
+    max_crashes: int = 3  # a task whose runner died this often (not stopped, no result) is F
     grace_seconds: float = 30.0  # SIGTERM → SIGKILL
     python: str = sys.executable
     runner_env: dict[str, str] = field(default_factory=dict)
@@ -77,6 +77,7 @@ class Task:
     accuracy: float | None = None
     done: int = 0
     total: int = 0
+    crashes: int = 0
     # not persisted
     stopping: bool = False
 
@@ -86,13 +87,14 @@ class Task:
 
     def to_json(self) -> dict[str, Any]:
         return {"eval_model": self.eval_model, "dataset": self.dataset, "status": self.status.value, "attempts": self.attempts,
-                "message": self.message, "pid": self.pid, "accuracy": self.accuracy, "done": self.done, "total": self.total}
+                "message": self.message, "pid": self.pid, "accuracy": self.accuracy, "done": self.done, "total": self.total, "crashes": self.crashes}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
         return cls(eval_model=data["eval_model"], dataset=data["dataset"], status=Status(data["status"]),
                    attempts=int(data.get("attempts", 0)), message=data.get("message", ""), pid=data.get("pid"),
-                   accuracy=data.get("accuracy"), done=int(data.get("done", 0)), total=int(data.get("total", 0)))
+                   accuracy=data.get("accuracy"), done=int(data.get("done", 0)), total=int(data.get("total", 0)),
+                   crashes=int(data.get("crashes", 0)))
 
 
 @dataclass
@@ -263,6 +265,8 @@ class LocalBackend:
     async def aclose(self) -> None:
         """Stop the runners (they flush their journals) but keep their tasks running on disk: the next
         server continues them."""
+        if self._closing:
+            return
         self._closing = True
         if self._scheduler is not None:
             self._scheduler.cancel()
@@ -272,7 +276,7 @@ class LocalBackend:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         if self._watchers:
-            done, pending = await asyncio.wait(list(self._watchers), timeout=self.settings.grace_seconds)
+            _, pending = await asyncio.wait(list(self._watchers), timeout=self.settings.grace_seconds)
             for proc in list(self.procs.values()):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -474,20 +478,18 @@ class LocalBackend:
         env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["FLAGEVAL_EVAL_INFO"] = json.dumps(raw)
         env["FLAGEVAL_API_KEY"] = self._keys(ev.request_id).get(task.eval_model, "EMPTY")
-        log_path = self._log_path(ev.request_id, task)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            out.write(f"--- attempt {task.attempts + 1} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-            out.flush()
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
-                    start_new_session=True, preexec_fn=_PREEXEC,
-                )
-            except OSError as exc:
-                task.status, task.message = Status.FAILURE, f"cannot start the runner: {exc}"
-                self._save(ev)
-                return
+        out = self._open_log(ev, task)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
+                start_new_session=True, preexec_fn=_PREEXEC,
+            )
+        except OSError as exc:
+            task.status, task.message = Status.FAILURE, f"cannot start the runner: {exc}"
+            self._save(ev)
+            return
+        finally:
+            os.close(out)
         task.status, task.pid, task.stopping = Status.RUNNING, proc.pid, False
         task.attempts += 1
         task.message = ""
@@ -497,6 +499,14 @@ class LocalBackend:
         watcher = asyncio.create_task(self._watch(ev, task, proc))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+
+    def _open_log(self, ev: LocalEvaluation, task: Task) -> int:
+        """The runner's log, appended to across attempts; a file descriptor the child inherits."""
+        path = self._log_path(ev.request_id, task)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, f"--- attempt {task.attempts + 1} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        return fd
 
     async def _watch(self, ev: LocalEvaluation, task: Task, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
@@ -511,12 +521,14 @@ class LocalBackend:
             task.status = Status.CANCELLED if ev.suspended else Status.PENDING  # resumed while it was stopping
         elif code == EXIT_CONFIG:
             task.status, task.message = Status.FAILURE, self._log_error(ev, task) or "configuration error (runner exit code 2)"
-        elif task.attempts < self.settings.max_attempts:
-            log.warning("evaluation %s: %s runner exited with %s; trying again", ev.request_id, task.key, code)
-            task.status = Status.PENDING
         else:
-            task.status = Status.FAILURE
-            task.message = f"runner exited with code {code} after {task.attempts} attempts; log: {self._log_path(ev.request_id, task)}"
+            task.crashes += 1
+            if task.crashes < self.settings.max_crashes:
+                log.warning("evaluation %s: %s runner exited with %s; trying again", ev.request_id, task.key, code)
+                task.status = Status.PENDING
+            else:
+                task.status = Status.FAILURE
+                task.message = f"runner exited with code {code} ({task.crashes} times); log: {self._log_path(ev.request_id, task)}"
         task.stopping = False
         log.info("evaluation %s: %s → %s (exit %s)", ev.request_id, task.key, task.status.value, code)
         self._save(ev)

@@ -12,7 +12,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +41,16 @@ from flageval.api.rest import (
     ProgressResponse,
     RequestIdBody,
 )
-from flageval.shim.backend import FINISHED, Backend, BackendError, DatasetView, EvaluationView, ServiceView, host_allowed, url_host
+from flageval.shim.backend import (
+    FINISHED,
+    Backend,
+    BackendError,
+    DatasetView,
+    EvaluationView,
+    ServiceView,
+    host_allowed,
+    url_host,
+)
 from flageval.verdict import DEFAULT_TOLERANCE, judge
 
 log = logging.getLogger("flageval.shim")
@@ -52,6 +61,10 @@ REQUESTS = Counter("flageval_shim_requests_total", "Requests answered, by endpoi
 LATENCY = Histogram("flageval_shim_request_seconds", "Time to answer a request, by endpoint.", ["endpoint"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 EVALUATIONS = Counter("flageval_shim_evaluations_started_total", "Evaluations started through POST /evaluation.")
+
+
+_BEARER = HTTPBearer(auto_error=False, description="The token `flageval serve` was given (--token or FLAGEVAL_SHIM_TOKEN).")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
 
 @dataclass
@@ -96,11 +109,14 @@ class GuardMiddleware:
 
         length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
         try:
-            if length is not None and int(length) > self.limit:
-                await _envelope(413, f"request body exceeds {self.limit} bytes")(scope, receive, tracked_send)
-                return
+            too_large = length is not None and int(length) > self.limit
         except ValueError:
+            REQUESTS.labels(endpoint, "400", "1").inc()
             await _envelope(400, "bad Content-Length header")(scope, receive, tracked_send)
+            return
+        if too_large:
+            REQUESTS.labels(endpoint, "413", "1").inc()
+            await _envelope(413, f"request body exceeds {self.limit} bytes")(scope, receive, tracked_send)
             return
         received = 0
 
@@ -115,12 +131,13 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracked_send)
-        except Exception as exc:  # noqa: BLE001 - the envelope instead of a 500
+        except Exception as exc:
             if isinstance(exc, _TooLarge):
                 response = _envelope(413, exc.detail)
             else:
                 log.exception("unexpected error answering %s %s", scope.get("method"), path)
                 response = JSONResponse(ErrorResponse(err_msg=f"internal error ({type(exc).__name__}); it has been logged").model_dump())
+            REQUESTS.labels(endpoint, str(response.status_code), "1").inc()
             if not state["started"]:
                 await response(scope, receive, tracked_send)
         finally:
@@ -169,18 +186,19 @@ def _not_ready(view: EvaluationView) -> str:
     return f"results not ready: evaluation {view.request_id} is {what}; datasets {finished}/{len(view.datasets)}"
 
 
-def create_app(backend: Backend, settings: ShimSettings | None = None, *, manage_backend: bool = True) -> FastAPI:
+def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_backend: bool = True) -> FastAPI:
+    """`open_backend=False`: the caller has opened it already; the app still closes it on shutdown (before
+    the server re-raises the signal that stopped it)."""
     settings = settings or ShimSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if manage_backend and hasattr(backend, "open"):
+        if open_backend and hasattr(backend, "open"):
             await backend.open()
         try:
             yield
         finally:
-            if manage_backend:
-                await backend.aclose()
+            await backend.aclose()
 
     errors = {code: {"model": ErrorResponse, "description": text} for code, text in (
         (400, "The body is not valid JSON."), (401, "No or wrong bearer token."),
@@ -193,9 +211,7 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, manage
         responses=errors,
     )
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
-    bearer = HTTPBearer(auto_error=False, description="The token `flageval serve` was given (--token or FLAGEVAL_SHIM_TOKEN).")
-
-    async def authorized(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def authorized(credentials: Credentials) -> None:
         if settings.token is None:
             return
         given = credentials.credentials if credentials is not None else ""
@@ -225,10 +241,6 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, manage
     @app.post("/evaluation", response_model=EvaluationResponse, dependencies=guarded, tags=["FlagEval"],
               summary="Start evaluating model services")
     async def start_evaluation(body: EvaluationRequest) -> EvaluationResponse:
-        for info in body.eval_infos:
-            if not host_allowed(info.eval_url, settings.allow_hosts):
-                return _count("/evaluation", EvaluationResponse(
-                    err_code=1, err_msg=f"eval_infos[{info.eval_model}]: host '{url_host(info.eval_url)}' of eval_url is not allowed here; allowed: {', '.join(settings.allow_hosts)}"))
         from flageval.datasets import DATASETS, DatasetError, suite
 
         try:
@@ -238,6 +250,10 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, manage
         unknown = [d for d in datasets if d not in DATASETS]
         if unknown:
             return _count("/evaluation", EvaluationResponse(err_code=1, err_msg=f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(sorted(DATASETS))}"))
+        for info in body.eval_infos:
+            if not host_allowed(info.eval_url, settings.allow_hosts):
+                return _count("/evaluation", EvaluationResponse(
+                    err_code=1, err_msg=f"eval_infos[{info.eval_model}]: host '{url_host(info.eval_url)}' of eval_url is not allowed here; allowed: {', '.join(settings.allow_hosts)}"))
         try:
             view = await backend.start(body, datasets)
         except BackendError as exc:
@@ -250,8 +266,8 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, manage
     @app.get("/evaldiffs", response_model=EvalDiffsResponse, dependencies=guarded, tags=["FlagEval"],
              summary="Per-dataset status, accuracy and diff of one evaluation")
     async def evaldiffs(
-        body: RequestIdBody | None = Body(default=None, description="FlagEval's clients send {'request_id': …} as a JSON body."),
-        request_id: str | None = Query(default=None, min_length=1, max_length=253, description="Alternative to the body."),
+        body: Annotated[RequestIdBody | None, Body(description="FlagEval's clients send {'request_id': …} as a JSON body.")] = None,
+        request_id: Annotated[str | None, Query(min_length=1, max_length=253, description="Alternative to the body.")] = None,
     ) -> EvalDiffsResponse:
         rid = body.request_id if body is not None else request_id
         if rid is None:
@@ -349,8 +365,8 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, manage
     @app.get("/evaluation_diffs", response_model=EvaluationDiffsResponse, dependencies=guarded, tags=["FlagEval"],
              summary="Compare evaluations with a baseline (GET)")
     async def evaluation_diffs_get(
-        body: DiffsRequest | None = Body(default=None),
-        request_ids: list[str] | None = Query(default=None, description="Repeated, or comma-separated; alternative to the body."),
+        body: Annotated[DiffsRequest | None, Body()] = None,
+        request_ids: Annotated[list[str] | None, Query(description="Repeated, or comma-separated; alternative to the body.")] = None,
     ) -> EvaluationDiffsResponse:
         if body is not None:
             return await diffs(body.request_ids)

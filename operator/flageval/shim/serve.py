@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         sock = _listen(args.host, args.port)
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
-    return asyncio.run(_serve(backend, create_app(backend, settings, manage_backend=False), sock, args))
+    return asyncio.run(_serve(backend, create_app(backend, settings, open_backend=False), sock, args))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -137,11 +137,10 @@ async def _serve(backend, app, sock: socket.socket, args: argparse.Namespace) ->
     print(f"listening on http://{shown}:{port} (backend: {backend.name})", flush=True)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=not args.no_access_log, lifespan="on",
                             timeout_graceful_shutdown=5, log_config=None)
-    server = uvicorn.Server(config)
     try:
-        await server.serve(sockets=[sock])
+        await uvicorn.Server(config).serve(sockets=[sock])
     finally:
-        await backend.aclose()
+        await backend.aclose()  # already done on a normal shutdown (the app's lifespan); here for a failed start
     return 0
 
 
