@@ -61,6 +61,11 @@ class BenchmarkAnswerer:
             subject = path.name.removesuffix("_test.csv").replace("_", " ")
             for row in read_csv(path, MMLU_HEADER):
                 self.mmlu[(subject, _mmlu_block(row))] = int(row[5])
+        self.mathvision = None  # image questions: answers_mm, loaded only when its files are there
+        if (Path(data_dir) / "mathvision").is_dir():
+            from flageval.mock_model.answers_mm import MathVisionAnswerer
+
+            self.mathvision = MathVisionAnswerer(data_dir, accuracy, seed) or None
 
     def right(self, key: str) -> bool:
         return intends_correct(key, self.accuracy, self.seed)
@@ -97,6 +102,10 @@ class BenchmarkAnswerer:
     # -- Answerer -----------------------------------------------------------------------------------
 
     def chat(self, messages: list[dict[str, Any]], body: dict[str, Any]) -> tuple[str, str]:
+        if self.mathvision is not None:
+            found_mm = self.mathvision.recognise(messages)
+            if found_mm:
+                return found_mm
         text = _last_user_text(messages)
         system = next((str(m.get("content")) for m in messages if m.get("role") == "system"), "")
         found = self._mmlu(text, system)
@@ -157,6 +166,10 @@ def intended_accuracy(dataset: str, data_dir: Path, accuracy: float, seed: int, 
         for path in sorted((Path(data_dir) / "mmlu" / "test").glob("*_test.csv")):
             subject = path.name.removesuffix("_test.csv").replace("_", " ")
             keys += [mmlu_key(subject, _mmlu_block(row)) for row in read_csv(path, MMLU_HEADER)[:limit]]
+    elif dataset == "mathvision":
+        from flageval.mock_model.answers_mm import intended_accuracy_mm
+
+        return intended_accuracy_mm(Path(data_dir), accuracy, seed, limit)
     else:
         raise ValueError(f"no intended accuracy for {dataset}")
     return round(100.0 * sum(intends_correct(k, accuracy, seed) for k in keys) / len(keys), 2)
