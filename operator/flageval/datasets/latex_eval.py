@@ -42,6 +42,8 @@ def latex_number(expr: str) -> object:
 def _serve() -> int:
     """The child: compares pairs until stdin closes."""
     try:
+        import latex2sympy2  # noqa: F401 - imported before "ready": its second of start-up is not a comparison's time
+
         from flageval.datasets.mathvision import is_equal_exact
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which falls back
         print(f"!{type(exc).__name__}: {exc}", flush=True)
