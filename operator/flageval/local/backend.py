@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -110,6 +111,10 @@ class LocalEvaluation:
     def infos(self) -> list[dict[str, Any]]:
         return self.request["eval_infos"]
 
+    @functools.cached_property
+    def parsed_infos(self) -> list[EvalInfo]:
+        return [EvalInfo.model_validate(raw) for raw in self.infos()]
+
     def task(self, key: str) -> Task:
         return next(t for t in self.tasks if t.key == key)
 
@@ -184,7 +189,8 @@ class LocalBackend:
         self._scheduler: asyncio.Task | None = None
         self._closing = False
         self._lock_fd: int | None = None
-        self._progress_cache: dict[Path, tuple[int, Progress | None]] = {}
+        self._progress_cache: dict[tuple[str, str], tuple[str, int, Progress | None]] = {}
+        self._paths: dict[tuple[str, str], RunPaths] = {}
 
     # -- paths ------------------------------------------------------------------------------------
 
@@ -195,7 +201,11 @@ class LocalBackend:
         return self._dir(request_id) / "results" / eval_model
 
     def _run_paths(self, request_id: str, task: Task) -> RunPaths:
-        return run_paths(self.results_dir(request_id, task.eval_model), task.dataset)
+        key = (request_id, task.key)
+        paths = self._paths.get(key)
+        if paths is None:
+            paths = self._paths[key] = run_paths(self.results_dir(request_id, task.eval_model), task.dataset)
+        return paths
 
     def _log_path(self, request_id: str, task: Task) -> Path:
         return self._dir(request_id) / "logs" / f"{task.eval_model}.{task.dataset}.log"
@@ -222,12 +232,13 @@ class LocalBackend:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise BackendError(f"another flageval serve uses the state directory {self.root}") from None
-        for path in sorted((self.root / "evaluations").glob("*/state.json")):
+        loaded = []
+        for path in (self.root / "evaluations").glob("*/state.json"):
             try:
-                ev = LocalEvaluation.from_json(json.loads(path.read_text()))
+                loaded.append(LocalEvaluation.from_json(json.loads(path.read_text())))
             except (OSError, ValueError, KeyError) as exc:
                 log.error("skipping unreadable %s: %s", path, exc)
-                continue
+        for ev in sorted(loaded, key=lambda e: e.created):
             self.evaluations[ev.request_id] = ev
             await self._recover(ev)
         self._scheduler = asyncio.create_task(self._schedule_loop())
@@ -370,26 +381,29 @@ class LocalBackend:
         return self._view(self._get(request_id))
 
     def list_ids(self) -> list[str]:
-        return sorted(self.evaluations, key=lambda i: self.evaluations[i].created)
+        return list(self.evaluations)
 
     # -- views ------------------------------------------------------------------------------------
 
-    def _progress(self, paths: RunPaths) -> Progress | None:
+    def _progress(self, request_id: str, task: Task) -> Progress | None:
+        """progress.json, read again only when it changed (clients poll far more often than it does)."""
+        key = (request_id, task.key)
+        cached = self._progress_cache.get(key)
+        path = cached[0] if cached else str(self._run_paths(request_id, task).progress)
         try:
-            mtime = paths.progress.stat().st_mtime_ns
+            mtime = os.stat(path).st_mtime_ns
         except OSError:
             return None
-        cached = self._progress_cache.get(paths.progress)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        progress = read_progress(paths)
-        self._progress_cache[paths.progress] = (mtime, progress)
+        if cached is not None and cached[1] == mtime:
+            return cached[2]
+        progress = read_progress(self._run_paths(request_id, task))
+        self._progress_cache[key] = (path, mtime, progress)
         return progress
 
     def _dataset_view(self, ev: LocalEvaluation, task: Task) -> DatasetView:
         done, total = task.done, task.total
         if task.status not in FINISHED:
-            progress = self._progress(self._run_paths(ev.request_id, task))
+            progress = self._progress(ev.request_id, task)
             if progress is not None:
                 done, total = progress.done, progress.total
         return DatasetView(dataset=task.dataset, status=task.status, done=done, total=total,
@@ -397,16 +411,17 @@ class LocalBackend:
 
     def _services(self, ev: LocalEvaluation) -> list[ServiceView]:
         services = []
-        for raw in ev.infos():
-            info = EvalInfo.model_validate(raw)
+        for info in ev.parsed_infos:
             datasets = [self._dataset_view(ev, t) for t in ev.tasks if t.eval_model == info.eval_model]
             services.append(ServiceView(eval_model=info.eval_model, chip=info.chip, baseline_key=info.baseline_key, datasets=datasets))
         return services
 
     def _baseline_elsewhere(self, key: str, exclude: str) -> ServiceView | None:
         """The newest finished local evaluation's successful '-nvidia-origin' service for `key`."""
-        for ev in sorted(self.evaluations.values(), key=lambda e: e.created, reverse=True):
+        for ev in reversed(self.evaluations.values()):  # newest first: the dict is in creation order
             if ev.request_id == exclude or not ev.finished:
+                continue
+            if not any(i.is_baseline and i.baseline_key == key for i in ev.parsed_infos):
                 continue
             for service in self._services(ev):
                 if service.is_baseline and service.baseline_key == key and service.status == Status.SUCCESS:
@@ -442,7 +457,7 @@ class LocalBackend:
 
     async def _fill(self) -> None:
         running = len(self.procs)
-        for ev in sorted(self.evaluations.values(), key=lambda e: e.created):
+        for ev in self.evaluations.values():  # in creation order: earlier evaluations first
             if ev.suspended:
                 continue
             for raw in ev.infos():

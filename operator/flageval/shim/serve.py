@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -110,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         sock = _listen(args.host, args.port)
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
+    with contextlib.suppress(ImportError):  # uvloop, when installed, answers more requests per CPU second
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return asyncio.run(_serve(backend, create_app(backend, settings, open_backend=False), sock, args))
 
 
