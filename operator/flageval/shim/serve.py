@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=float(env("FLAGEVAL_SHIM_TOLERANCE", "0.5")), help="release tolerance in points (default 0.5)")
     p.add_argument("--backend", choices=("local", "kubernetes"), default=env("FLAGEVAL_SHIM_BACKEND"), help="default: kubernetes with --kubeconfig or in a cluster, else local")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig of the cluster whose Evaluations to serve")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most the first N samples of each dataset (smoke deployments)")
     p.add_argument("--namespace", default=env("FLAGEVAL_SHIM_NAMESPACE"), help="namespace of the Evaluations (default: the pod's, else 'default')")
     local = p.add_argument_group("local backend")
     local.add_argument("--state-dir", type=Path, default=Path(env("FLAGEVAL_SHIM_STATE_DIR", str(Path.home() / ".local/state/flageval/serve"))),
@@ -39,7 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--data-dir", type=Path, default=None, help="benchmark files (default: FLAGEVAL_DATA_DIR or ../shared/datasets)")
     local.add_argument("--parallel-datasets", type=int, default=int(env("FLAGEVAL_SHIM_PARALLEL_DATASETS", "2")), help="datasets of one service run at once (default 2)")
     local.add_argument("--max-runs", type=int, default=int(env("FLAGEVAL_SHIM_MAX_RUNS", "4")), help="runner processes at once; the rest wait in request order (default 4)")
-    local.add_argument("--limit", type=int, default=None, help="evaluate at most the first N samples of each dataset (smoke deployments)")
     local.add_argument("--no-cache", action="store_true", help="do not share a response cache between runs")
     p.add_argument("--log-level", default=env("FLAGEVAL_SHIM_LOG_LEVEL", "info"), choices=("debug", "info", "warning", "error"))
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
@@ -69,7 +69,7 @@ def _make_backend(args: argparse.Namespace):
     if kind == "kubernetes":
         from flageval.shim.kube_backend import KubeBackend, KubeSettings
 
-        return KubeBackend(KubeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace, tolerance=args.tolerance))
+        return KubeBackend(KubeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace, tolerance=args.tolerance, limit=args.limit))
     from flageval.local.backend import LocalBackend, LocalSettings
 
     return LocalBackend(LocalSettings(
