@@ -465,6 +465,8 @@ class LocalBackend:
                 tasks = [t for t in ev.tasks if t.eval_model == name]
                 active = sum(t.status == Status.RUNNING for t in tasks)
                 for task in tasks:
+                    if ev.suspended:  # stopped while this pass was launching its runs
+                        break
                     if task.status != Status.PENDING:
                         continue
                     if running >= self.settings.max_runs:
@@ -514,6 +516,10 @@ class LocalBackend:
         watcher = asyncio.create_task(self._watch(ev, task, proc))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+        if ev.suspended:  # stopped while the process was being started
+            task.stopping = True
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
 
     def _open_log(self, ev: LocalEvaluation, task: Task) -> int:
         """The runner's log, appended to across attempts; a file descriptor the child inherits."""
