@@ -23,6 +23,20 @@ class Status(str, Enum):
         return self in (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
 
 
+def overall_status(statuses: list[Status]) -> Status:
+    """One service's status from its datasets': F or OOR once all finished and something failed, S when
+    all succeeded; C when stopped; R once anything started; else P."""
+    if statuses and all(s.finished for s in statuses):
+        if Status.FAILURE in statuses:
+            return Status.FAILURE
+        return Status.OUT_OF_RETRIES if Status.OUT_OF_RETRIES in statuses else Status.SUCCESS
+    if Status.CANCELLED in statuses:
+        return Status.CANCELLED
+    if Status.RUNNING in statuses or any(s.finished for s in statuses):
+        return Status.RUNNING
+    return Status.PENDING
+
+
 class SampleRecord(BaseModel):
     """One finished sample: what was sent, what came back, how it scored. Written to samples.jsonl."""
 

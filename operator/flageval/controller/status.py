@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flageval.api import DatasetResult, Status
+from flageval.api.results import overall_status
 from flageval.api.evaluation import (
     Condition,
     DatasetDetail,
@@ -83,19 +84,6 @@ def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskRe
     if job.active or report is not None:
         return DatasetDetail(dataset=dataset, status=Status.RUNNING, progress=progress)
     return DatasetDetail(dataset=dataset, status=Status.PENDING, message="waiting for a node")
-
-
-def _service_status(details: list[DatasetDetail]) -> Status:
-    statuses = [d.status for d in details]
-    if statuses and all(s in FINISHED for s in statuses):
-        if Status.FAILURE in statuses:
-            return Status.FAILURE
-        return Status.OUT_OF_RETRIES if Status.OUT_OF_RETRIES in statuses else Status.SUCCESS
-    if Status.CANCELLED in statuses:
-        return Status.CANCELLED
-    if Status.RUNNING in statuses or any(s in FINISHED for s in statuses):
-        return Status.RUNNING
-    return Status.PENDING
 
 
 def results_of(details: Iterable[DatasetDetail]) -> list[DatasetResult]:
@@ -204,7 +192,7 @@ def evaluation_status(
             detail.base_accuracy, detail.diff = verdict.base_accuracy, verdict.diff
             if note and detail.status == Status.SUCCESS and not detail.message:
                 detail.message = note
-        status = _service_status(details)
+        status = overall_status([d.status for d in details])
         running = next((d for d in details if d.status == Status.RUNNING), None)
         eval_results.append(EvalResult(
             eval_model=info.eval_model, chip=info.chip, status=status,

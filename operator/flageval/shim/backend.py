@@ -12,6 +12,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from flageval.api import Status
+from flageval.api.results import overall_status
 from flageval.api.rest import REQUEST_ID_PATTERN, EvaluationRequest
 
 FINISHED = (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
@@ -90,19 +91,6 @@ class EvaluationView:
     @property
     def finished(self) -> bool:
         return bool(self.datasets) and all(d.status in FINISHED for d in self.datasets)
-
-
-def overall_status(statuses: list[Status]) -> Status:
-    """F or OOR once everything finished and something failed; C when stopped; R once anything started."""
-    if statuses and all(s in FINISHED for s in statuses):
-        if Status.FAILURE in statuses:
-            return Status.FAILURE
-        return Status.OUT_OF_RETRIES if Status.OUT_OF_RETRIES in statuses else Status.SUCCESS
-    if Status.CANCELLED in statuses:
-        return Status.CANCELLED
-    if Status.RUNNING in statuses or any(s in FINISHED for s in statuses):
-        return Status.RUNNING
-    return Status.PENDING
 
 
 class Backend(Protocol):
