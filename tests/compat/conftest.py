@@ -1,4 +1,4 @@
-"""Fixtures: `flageval serve` subprocesses, stopped at the end of each test."""
+"""Fixtures: `flageval serve` subprocesses, stopped at the end of each test (their logs shown when it failed)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,19 @@ import pytest
 from shim_process import ShimProcess, launch_shim
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+
+
+FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def start_shim(tmp_path):
+def start_shim(tmp_path, request):
     started: list[ShimProcess] = []
 
     def start(*args: str, state_dir: Path | None = None, env: dict[str, str] | None = None) -> ShimProcess:
@@ -21,3 +32,6 @@ def start_shim(tmp_path):
     yield start
     for shim in started:
         shim.stop()
+    if request.node.stash.get(FAILED, False):
+        for number, shim in enumerate(started):
+            print(f"--- flageval serve #{number} ({shim.log_path}), last lines:\n" + "\n".join(shim.log().splitlines()[-40:]))
