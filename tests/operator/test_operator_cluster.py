@@ -29,8 +29,12 @@ def phase(kube, namespace, name):
     return (get(kube, namespace, name).get("status") or {}).get("phase")
 
 
-def events(kube, namespace, name):
-    return [e for e in kube.core.list_namespaced_event(namespace).items if e.involved_object.name == name]
+def events(kube, namespace, name, reasons=(), timeout=30):
+    """The Events of one object, once every reason in `reasons` is among them (recorded just after the status patch)."""
+    def check():
+        found = [e for e in kube.core.list_namespaced_event(namespace).items if e.involved_object.name == name]
+        return found if set(reasons) <= {e.reason for e in found} else None
+    return wait_for(check, timeout, f"events {sorted(reasons)} on {name}")
 
 
 def test_evaluation_runs_on_matching_nodes_and_reports_accuracy_diffs_and_release(control_plane, kube, namespace, start_operator):
@@ -79,7 +83,7 @@ def test_evaluation_runs_on_matching_nodes_and_reports_accuracy_diffs_and_releas
     assert table[:6] == ["NAME", "DOMAIN", "PHASE", "PROGRESS", "RELEASE", "AGE"]
     assert table[6:11] == ["qwen3", "NLP", "Succeeded", "4/4", str(status["release"]).lower()]
 
-    reasons = [e.reason for e in events(kube, namespace, "qwen3")]
+    reasons = [e.reason for e in events(kube, namespace, "qwen3", {"Started", "Finished"})]
     assert "Started" in reasons and "Finished" in reasons
     # The key reached the runner (the ascend mock demands it) through the Secret only.
     texts = [operator.log(), json.dumps(ev), json.dumps([e.message for e in kube.core.list_namespaced_event(namespace).items]),
@@ -135,7 +139,7 @@ def test_suspend_removes_pods_and_resume_finishes_without_repeating_journaled_sa
     assert len(by_key) == limit
     repeated = sum(n - 1 for n in by_key.values())
     assert repeated <= 1  # at most the one sample in flight at SIGTERM (numConcurrent 1), never a journaled one
-    reasons = [e.reason for e in events(kube, namespace, "slow")]
+    reasons = [e.reason for e in events(kube, namespace, "slow", {"Started", "Stopped", "Resumed", "Finished"})]
     assert {"Started", "Stopped", "Resumed", "Finished"} <= set(reasons)
 
 
@@ -153,7 +157,7 @@ def test_failing_endpoint_is_oor_and_unknown_dataset_is_f(kube, namespace, start
     assert status["evalResults"][0]["status"] == "F"
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True" and "OOR" in failed["message"]
-    warning = [e for e in events(kube, namespace, "broken") if e.reason == "Failed"]
+    warning = [e for e in events(kube, namespace, "broken", {"Failed"}) if e.reason == "Failed"]
     assert warning and warning[0].type == "Warning" and "10 of 10 samples failed" in warning[0].message
     pods = kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={kube.batch.list_namespaced_job(namespace, label_selector='flageval.io/dataset=gsm8k').items[0].metadata.name}").items
     assert len(pods) == 2  # the first attempt and one retry (backoffLimit 1)
