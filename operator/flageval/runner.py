@@ -153,7 +153,8 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
     metrics = dataset.aggregate(ok) if ok else {}
     if failed:
         status = Status.OUT_OF_RETRIES
-        message = f"{len(failed)} of {total} samples failed (up to {endpoint.num_retry} attempts each); last error: {summary.last_error or failed[-1].error}"
+        # Each error says why (attempts spent, a refusal, an unreadable image): the count needs no more.
+        message = f"{len(failed)} of {total} samples failed; last error: {summary.last_error or failed[-1].error}"
     else:
         status, message = Status.SUCCESS, ""
     result = DatasetResult(

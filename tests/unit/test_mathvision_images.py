@@ -19,8 +19,8 @@ from flageval.datasets.images import (
     decode_data_url,
     encode_image,
     image_data_url,
-    redact_data_urls,
 )
+from flageval.engine.redact import redact_data_urls
 from PIL import Image
 
 DATA = default_data_dir()

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flageval.engine.redact import DATA_URL
+
 JPEG_QUALITY = 95
 DATA_URL_PREFIX = "data:image/jpeg;base64,"
 PLACEHOLDER = re.compile(r"<image \d+>")
 _SPLIT = re.compile(r"(<image \d+>)")
-_DATA_URL = re.compile(r"^data:([\w/+.-]+);base64,")
 
 ENV_MAX_LONG_SIDE = "FLAGEVAL_MM_MAX_LONG_SIDE"
 ENV_MAX_BYTES = "FLAGEVAL_MM_MAX_IMAGE_BYTES"
@@ -168,35 +169,13 @@ def layout(parts: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def decode_data_url(url: str) -> tuple[str, bytes]:
     """(media type, bytes) of a base64 data URL. Raises ValueError when it is not one."""
-    match = _DATA_URL.match(url)
+    match = DATA_URL.match(url)
     if not match:
         raise ValueError("not a base64 data URL")
     try:
         return match.group(1), base64.b64decode(url[match.end():], validate=True)
     except binascii.Error as exc:
         raise ValueError(f"bad base64: {exc}") from None
-
-
-def redact_data_urls(value: Any, names: Sequence[str] = ()) -> Any:
-    """A copy of messages/content parts with each data URL replaced by a short description, so that
-    records and logs never carry the pictures. names[i] labels the i-th data URL found."""
-    counter = iter(names)
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, str):
-            match = _DATA_URL.match(node) if node.startswith("data:") else None
-            if not match:
-                return node
-            label = next(counter, None)
-            size = len(node) - match.end()
-            return f"[{match.group(1)} base64, {size} chars{': ' + label if label else ''}]"
-        if isinstance(node, Mapping):
-            return {key: walk(item) for key, item in node.items()}
-        if isinstance(node, list | tuple):
-            return [walk(item) for item in node]
-        return node
-
-    return walk(value)
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -225,5 +204,4 @@ __all__ = [
     "image_size",
     "layout",
     "placeholder_numbers",
-    "redact_data_urls",
 ]

@@ -29,8 +29,8 @@ from flageval.datasets.images import (
     check_placeholders,
     content_parts,
     image_data_url,
-    redact_data_urls,
 )
+from flageval.engine.redact import redact_data_urls
 from flageval.engine.types import EndpointKind, Reply, WorkItem
 
 # FlagEvalMM's http client default; it is always sent. A user's max_gen_toks replaces it.

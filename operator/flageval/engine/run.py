@@ -28,6 +28,7 @@ from flageval.engine.client import (
 )
 from flageval.engine.journal import Journal
 from flageval.engine.progress import ProgressTracker
+from flageval.engine.redact import redact_data_urls
 from flageval.engine.transport import Transport, build_transport
 from flageval.engine.types import Endpoint, Reply, WorkItem
 
@@ -52,7 +53,8 @@ def _single_completion(data: Any) -> list[dict[str, Any]]:
 
 
 def error_record(item: WorkItem, message: str) -> SampleRecord:
-    prompts = [body.get("messages", body.get("prompt")) for body in item.bodies]
+    # Pictures travel as data URLs: a journal keeps a short description of each, never the bytes.
+    prompts = [redact_data_urls(body.get("messages", body.get("prompt"))) for body in item.bodies]
     return SampleRecord(id=item.id, index=item.index, prompt=prompts[0] if len(prompts) == 1 else prompts,
                         error=message)
 
