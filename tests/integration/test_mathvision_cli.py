@@ -14,7 +14,7 @@ from flageval.datasets import default_data_dir
 from flageval.mock_model.answerer import intends_correct
 from flageval.mock_model.answers import default_answerer, intended_accuracy
 from flageval.mock_model.answers_mm import problem_key
-from flageval.mock_model.server import serve_in_thread
+from flageval.mock_model.server import FaultPlan, serve_in_thread
 
 DATA = default_data_dir()
 ACCURACY, SEED, LIMIT = 0.6, 7, 40
@@ -87,6 +87,23 @@ def test_a_broken_image_fails_its_sample_and_the_run_goes_on(model, tmp_path):
     right = sum(intends_correct(problem_key(i), ACCURACY, SEED) for i in good)
     assert detail["accuracy"] == round(right / len(good) * 100, 2)
     assert code != 0 and detail["status"] != "S"  # failed samples keep the run from success
+    # No attempt was spent on the two: the message counts them and quotes the reason, nothing more.
+    assert detail["message"].startswith("2 of 8 samples failed; last error:") and "attempt" not in detail["message"]
+
+
+def test_samples_an_endpoint_fails_are_journaled_without_their_pictures(tmp_path):
+    answerer = default_answerer(DATA, ACCURACY, SEED)
+    with serve_in_thread(answerer, faults=FaultPlan({"500": 1.0}, seed=1)) as url:
+        code, report, _ = run_eval(url.chat_url, tmp_path / "run", "--limit", "3", "--num-retry", "2", "--retry-time", "20")
+    detail = mathvision(report)
+    assert code != 0 and detail["status"] == "OOR" and "3 of 3 samples failed" in detail["message"]
+    assert "failed after 2 attempt(s)" in detail["message"]
+    journals = list((tmp_path / "run").rglob("*.jsonl"))
+    assert journals
+    for path in journals:
+        text = path.read_text()
+        assert "base64," not in text or "base64, " in text  # only the short description, "[image/jpeg base64, N chars…]"
+        assert "/9j/" not in text  # the start of every base64 JPEG
 
 
 def test_absent_data_is_a_clear_dataset_failure(model, tmp_path):
