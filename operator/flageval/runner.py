@@ -17,18 +17,32 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import ValidationError
 
-from flageval.api import DatasetResult, EvalInfo, Progress, Status, format_validation_error
+from flageval.api import (
+    DatasetResult,
+    EvalInfo,
+    Progress,
+    SampleRecord,
+    Status,
+    format_validation_error,
+)
 from flageval.api.genkwargs import parse_gen_kwargs, to_request_fields
 from flageval.datasets import DatasetError, default_data_dir, get_dataset
 from flageval.engine import Journal, ResponseCache, run_dataset
 from flageval.engine.types import Endpoint
-from flageval.results import RunPaths, run_paths, write_progress, write_result, write_samples
+from flageval.results import (
+    RunPaths,
+    run_paths,
+    write_progress,
+    write_result,
+    write_samples,
+)
 
 log = logging.getLogger("flageval.runner")
 
@@ -40,14 +54,15 @@ class Reporter(Protocol):
 
     def progress(self, progress: Progress) -> None: ...
 
-    def finished(self, result: DatasetResult) -> None: ...
+    def finished(self, result: DatasetResult, records: Sequence[SampleRecord] = ()) -> None:
+        """The run's end; records: every sample's record, when the run got that far."""
 
 
 class NullReporter:
     def progress(self, progress: Progress) -> None:
         pass
 
-    def finished(self, result: DatasetResult) -> None:
+    def finished(self, result: DatasetResult, records: Sequence[SampleRecord] = ()) -> None:
         pass
 
 
@@ -66,8 +81,8 @@ class ProgressFileReporter:
             write_progress(self.paths, progress)
         self.then.progress(progress)
 
-    def finished(self, result: DatasetResult) -> None:
-        self.then.finished(result)
+    def finished(self, result: DatasetResult, records: Sequence[SampleRecord] = ()) -> None:
+        self.then.finished(result, records)
 
 
 @dataclass
@@ -168,7 +183,7 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
         message=message,
     )
     write_result(paths, result)
-    reporter.finished(result)
+    reporter.finished(result, records)
     return result
 
 

@@ -9,9 +9,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from flageval.api import DatasetResult, Progress
+from flageval.api import DatasetResult, Progress, SampleRecord
 from flageval.api.evaluation import (
     API_VERSION,
     GROUP,
@@ -60,12 +61,12 @@ class TaskResultReporter:
             self._pending = progress
             self._wake.notify()
 
-    def finished(self, result: DatasetResult) -> None:
+    def finished(self, result: DatasetResult, records: Sequence[SampleRecord] = ()) -> None:
         with self._wake:
             last, self._pending, self._closed = self._pending, None, True
             self._wake.notify()
         self._thread.join(timeout=self.interval + 30)
-        body: dict[str, Any] = {"result": TaskOutcome.of(result).model_dump(mode="json", by_alias=True)}
+        body: dict[str, Any] = {"result": TaskOutcome.of(result, records).model_dump(mode="json", by_alias=True)}
         if last is not None:
             body["progress"] = TaskProgress.of(last).model_dump(mode="json", by_alias=True)
         self._send(body)

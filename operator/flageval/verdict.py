@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from math import comb
 
 import numpy as np
 
 from flageval.api import DatasetResult, SampleRecord, Status
+from flageval.api.results import unpack_verdicts
 
 DEFAULT_TOLERANCE = 0.5  # points of accuracy, FlagEval's release rule
 
@@ -37,6 +39,7 @@ class DatasetVerdict:
     paired: PairedTest | None = None
 
 
+@lru_cache(maxsize=4096)
 def mcnemar_exact(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar p-value: a binomial test of the discordant pairs against 1/2."""
     n = only_a + only_b
@@ -57,12 +60,31 @@ def paired_test(
 ) -> PairedTest | None:
     """McNemar and bootstrap on samples both runs scored; None when they share none."""
     scored_a = {r.id: r.scores[metric] for r in records_a if r.error is None and metric in r.scores}
-    pairs = [(scored_a[r.id], r.scores[metric]) for r in records_b if r.error is None and metric in r.scores and r.id in scored_a]
+    pairs = [(scored_a[r.id] >= 0.5, r.scores[metric] >= 0.5)
+             for r in records_b if r.error is None and metric in r.scores and r.id in scored_a]
+    return _paired(pairs, resamples, seed)
+
+
+@lru_cache(maxsize=4096)
+def paired_from_verdicts(packed_a: str, packed_b: str, *, resamples: int = 2000, seed: int = 1234) -> PairedTest | None:
+    """The same test from two runs' packed sample verdicts (api.results.pack_verdicts) over the same
+    samples; None when they differ in length, cannot be read, or share no scored sample."""
+    try:
+        a, b = unpack_verdicts(packed_a), unpack_verdicts(packed_b)
+    except ValueError:
+        return None
+    if len(a) != len(b):
+        return None
+    pairs = [(x == "1", y == "1") for x, y in zip(a, b) if x != "-" and y != "-"]
+    return _paired(pairs, resamples, seed)
+
+
+def _paired(pairs: Sequence[tuple[bool, bool]], resamples: int, seed: int) -> PairedTest | None:
     if not pairs:
         return None
     n = len(pairs)
-    only_a = sum(1 for a, b in pairs if a >= 0.5 > b)
-    only_b = sum(1 for a, b in pairs if b >= 0.5 > a)
+    only_a = sum(1 for a, b in pairs if a and not b)
+    only_b = sum(1 for a, b in pairs if b and not a)
     # A pair's diff is −1, 0 or +1: resampling pairs is a multinomial draw over the three.
     counts = np.random.default_rng(seed).multinomial(n, [only_a / n, only_b / n, (n - only_a - only_b) / n], size=resamples)
     diffs = (counts[:, 1] - counts[:, 0]) * 100.0 / n

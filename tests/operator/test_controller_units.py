@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import pytest
-from flageval.api import Status
-from flageval.api.evaluation import EvaluationTaskResult
+from flageval.api import DatasetResult, SampleRecord, Status
+from flageval.api.evaluation import EvaluationTaskResult, TaskOutcome
+from flageval.api.results import pack_verdicts, sample_verdicts, unpack_verdicts
 from flageval.controller.jobs import build_jobs, job_name
 from flageval.controller.settings import Settings
 from flageval.controller.status import (
@@ -16,6 +18,7 @@ from flageval.controller.status import (
     same_status,
     status_body,
 )
+from flageval.verdict import mcnemar_exact, paired_test
 
 NOW = "2025-01-01T00:00:00Z"
 
@@ -164,3 +167,74 @@ def test_unchanged_status_compares_equal_and_keeps_transition_times():
     ev["status"] = first
     second = status_body(evaluation_status(ev, {}, {}, now="2025-02-02T00:00:00Z"))
     assert same_status(first, second) and second["conditions"][0]["lastTransitionTime"] == NOW
+
+
+def records(rights, failed=()):
+    """Sample records in order: rights[i] says whether sample i was right; indexes in `failed` errored."""
+    return [SampleRecord(id=f"gsm8k/{i}", index=i, error="HTTP 500" if i in failed else None,
+                         scores={} if i in failed else {"exact_match": float(r)}) for i, r in enumerate(rights)]
+
+
+def outcome_report(dataset, recs, accuracy):
+    result = DatasetResult(dataset=dataset, status=Status.SUCCESS, accuracy=accuracy, n_samples=len(recs), progress=f"{len(recs)}/{len(recs)}")
+    return EvaluationTaskResult(result=TaskOutcome.of(result, recs))
+
+
+def test_paired_p_value_and_interval_from_the_runners_sample_verdicts():
+    rng = random.Random(3)
+    base_rights = [rng.random() < 0.7 for _ in range(300)]
+    # The other chip flips 30 samples to wrong and 12 to right: a real, if small, difference.
+    other_rights = list(base_rights)
+    wrong = [i for i, r in enumerate(base_rights) if r][:30]
+    right = [i for i, r in enumerate(base_rights) if not r][:12]
+    for i in wrong:
+        other_rights[i] = False
+    for i in right:
+        other_rights[i] = True
+    base, other = records(base_rights), records(other_rights, failed={5})
+    ev = evaluation(datasets=["gsm8k"])
+    jobs = {("qwen-nvidia-origin", "gsm8k"): done("a"), ("qwen-ascend", "gsm8k"): done("b")}
+    reports = {("qwen-nvidia-origin", "gsm8k"): outcome_report("gsm8k", base, 70.0),
+               ("qwen-ascend", "gsm8k"): outcome_report("gsm8k", other, 64.0)}
+    detail = evaluation_status(ev, jobs, reports, now=NOW).eval_results[1].details[0]
+    expected = paired_test(base, other, "exact_match")
+    assert expected.n == 299 and expected.only_a == 30 - (5 in wrong) and expected.only_b == 12 - (5 in right)
+    assert detail.p_value == round(expected.p_value, 4) and detail.p_value < 0.05
+    assert detail.diff_ci == [expected.ci_low, expected.ci_high] and expected.ci_high < 0
+    body = status_body(evaluation_status(ev, jobs, reports, now=NOW))
+    assert body["evalResults"][1]["details"][0]["diffCI"] == detail.diff_ci and body["evalResults"][0]["details"][0]["pValue"] is None
+
+
+def test_no_paired_figures_without_comparable_verdicts():
+    ev = evaluation(datasets=["gsm8k"])
+    jobs = {("qwen-nvidia-origin", "gsm8k"): done("a"), ("qwen-ascend", "gsm8k"): done("b")}
+    shorter = {("qwen-nvidia-origin", "gsm8k"): outcome_report("gsm8k", records([True] * 10), 100.0),
+               ("qwen-ascend", "gsm8k"): outcome_report("gsm8k", records([True] * 9), 100.0)}
+    older = {("qwen-nvidia-origin", "gsm8k"): report("gsm8k", 5, status="S", accuracy=60.0),  # a runner that sent no verdicts
+             ("qwen-ascend", "gsm8k"): outcome_report("gsm8k", records([True] * 5), 100.0)}
+    for reports in (shorter, older):
+        detail = evaluation_status(ev, jobs, reports, now=NOW).eval_results[1].details[0]
+        assert detail.diff is not None and detail.p_value is None and detail.diff_ci is None
+
+
+def test_a_baseline_in_another_evaluation_is_paired_through_its_reports():
+    ev = evaluation(evalInfos=[{"evalModel": "q-ascend", "model": "qwen", "evalUrl": "http://h:2/v1/chat/completions", "baseModelName": "Qwen3-8B", "chip": "Ascend-910B"}],
+                    datasets=["gsm8k"], baseline="old")
+    others = [succeeded_baseline("old", "2024-01-01T00:00:00Z", 50.0)]
+    base, other = records([True, False] * 20), records([True, True] * 20)
+    mine = {("q-ascend", "gsm8k"): outcome_report("gsm8k", other, 100.0)}
+    detail = evaluation_status(ev, {("q-ascend", "gsm8k"): done("a")}, mine, others,
+                               others_reports={("old", "q-nvidia-origin", "gsm8k"): outcome_report("gsm8k", base, 50.0)}, now=NOW).eval_results[0].details[0]
+    assert detail.diff == 50.0 and detail.p_value == round(mcnemar_exact(0, 20), 4) and detail.diff_ci[0] > 0
+
+
+def test_sample_verdicts_pack_small_and_round_trip():
+    rng = random.Random(1)
+    recs = [SampleRecord(id=str(i), index=i, scores={"acc": float(rng.random() < 0.6)}) for i in range(14042)]
+    recs[7] = SampleRecord(id="7", index=7, error="timeout")
+    text = sample_verdicts(recs, 14042)
+    assert len(text) == 14042 and text[7] == "-" and text.count("1") == sum(r.scores.get("acc", 0) for r in recs)
+    packed = pack_verdicts(text)
+    assert unpack_verdicts(packed) == text and len(packed) < 3000
+    with pytest.raises(ValueError, match="not packed sample verdicts"):
+        unpack_verdicts("bm90IHppcA==")

@@ -11,6 +11,8 @@ from conftest import results_claim
 from flageval.datasets import default_data_dir
 from flageval.mock_model.answers import default_answerer, intended_accuracy
 from flageval.mock_model.server import FaultPlan, serve_in_thread
+from flageval.results import read_samples, run_paths
+from flageval.verdict import paired_test
 from kubernetes import client
 from support.cluster import wait_for
 
@@ -75,6 +77,16 @@ def test_evaluation_runs_on_matching_nodes_and_reports_accuracy_diffs_and_releas
         assert other[dataset]["accuracy"] == expect_other and other[dataset]["baseAccuracy"] == expect_base
         assert other[dataset]["diff"] == round(expect_other - expect_base, 2)
     assert base["gsm8k"]["progress"] == f"{limit}/{limit}" and base["mmlu"]["progress"] == f"{57 * limit}/{57 * limit}"
+    # The paired test over the samples on the results volume, as the runners reported them.
+    volume = control_plane.agent_state / "claims" / namespace / "flageval-results"
+    for dataset in ("gsm8k", "mmlu"):
+        (base_dir,) = volume.rglob("qwen3-nvidia-origin")
+        (other_dir,) = volume.rglob("qwen3-ascend")
+        a, b = list(read_samples(run_paths(base_dir, dataset))), list(read_samples(run_paths(other_dir, dataset)))
+        assert len(a) == len(b) == (limit if dataset == "gsm8k" else 57 * limit)
+        paired = paired_test(a, b, next(iter(a[0].scores)))
+        assert other[dataset]["pValue"] == round(paired.p_value, 4) and other[dataset]["diffCI"] == [paired.ci_low, paired.ci_high]
+        assert base[dataset].get("pValue") is None
     releases = [all(abs(d["diff"]) < 0.5 for d in r["details"]) for r in status["evalResults"]]
     assert [r["release"] for r in status["evalResults"]] == releases and status["release"] is all(releases)
     assert status["evalResults"][0]["release"] is True and status["evalResults"][1]["datasetsProgress"] == "2/2"

@@ -3,6 +3,7 @@ reports). The CRDs in crds/ are generated from these types by hack/gen_crds.py."
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from copy import copy
 from enum import Enum
 from typing import Annotated, Any
@@ -11,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from flageval.api.evalinfo import BASELINE_SUFFIX, CHIP_PATTERN, EvalInfo
-from flageval.api.results import DatasetResult, Progress, Status
+from flageval.api.results import (
+    DatasetResult,
+    Progress,
+    SampleRecord,
+    Status,
+    pack_verdicts,
+    sample_verdicts,
+)
 
 GROUP = "flageval.io"
 VERSION = "v1alpha1"
@@ -248,13 +256,22 @@ class TaskOutcome(CamelModel):
     n_failed: int = Field(default=0, description="Samples that failed after every retry.")
     progress: str = Field(default="", description="Samples finished / total.")
     message: str = Field(default="", description="Why the run failed.")
+    sample_verdicts: str | None = Field(
+        default=None,
+        description="Per-sample verdicts in dataset order ('1' right, '0' wrong, '-' unscored), zlib-compressed and base64-encoded; "
+        "paired with the baseline's for pValue and diffCI.",
+    )
 
     @classmethod
-    def of(cls, result: DatasetResult) -> TaskOutcome:
-        return cls.model_validate(result.model_dump())
+    def of(cls, result: DatasetResult, records: Iterable[SampleRecord] = ()) -> TaskOutcome:
+        outcome = cls.model_validate(result.model_dump())
+        records = list(records)
+        if records:
+            outcome.sample_verdicts = pack_verdicts(sample_verdicts(records, result.n_samples))
+        return outcome
 
     def to_result(self) -> DatasetResult:
-        return DatasetResult.model_validate(self.model_dump())
+        return DatasetResult.model_validate(self.model_dump(exclude={"sample_verdicts"}))
 
 
 class EvaluationTaskResult(CamelModel):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import zlib
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
@@ -80,3 +83,46 @@ class DatasetResult(BaseModel):
     n_failed: int = 0
     progress: str = ""
     message: str = ""
+
+
+def sample_verdicts(records: Iterable[SampleRecord], total: int) -> str:
+    """One character per sample in dataset order — '1' right, '0' wrong, '-' failed or unscored — by the
+    score the headline accuracy averages (a record's first). Enough to pair two runs sample by sample."""
+    out = ["-"] * total
+    for record in records:
+        if record.error is None and record.scores and 0 <= record.index < total:
+            out[record.index] = "1" if next(iter(record.scores.values())) >= 0.5 else "0"
+    return "".join(out)
+
+
+def pack_verdicts(verdicts: str) -> str:
+    """Compact form for an API object: the length, then a bit per sample for right and one for scored,
+    zlib-compressed, base64-encoded — about 2.4 KB for MMLU's 14k samples."""
+    right = _bits(c == "1" for c in verdicts)
+    scored = _bits(c != "-" for c in verdicts)
+    return base64.b64encode(zlib.compress(len(verdicts).to_bytes(4, "big") + right + scored, 9)).decode("ascii")
+
+
+def unpack_verdicts(packed: str) -> str:
+    """Inverse of pack_verdicts. Raises ValueError on anything else."""
+    try:
+        raw = zlib.decompress(base64.b64decode(packed, validate=True))
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"not packed sample verdicts: {exc}") from None
+    n = int.from_bytes(raw[:4], "big")
+    size = (n + 7) // 8
+    if len(raw) != 4 + 2 * size:
+        raise ValueError("not packed sample verdicts: wrong length")
+    right, scored = raw[4:4 + size], raw[4 + size:]
+    bit = lambda data, i: data[i >> 3] >> (7 - (i & 7)) & 1  # noqa: E731
+    return "".join(("1" if bit(right, i) else "0") if bit(scored, i) else "-" for i in range(n))
+
+
+def _bits(flags: Iterable[bool]) -> bytes:
+    out = bytearray()
+    for i, flag in enumerate(flags):
+        if i % 8 == 0:
+            out.append(0)
+        if flag:
+            out[-1] |= 0x80 >> (i % 8)
+    return bytes(out)

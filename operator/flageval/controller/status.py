@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from flageval.api import DatasetResult, Status
-from flageval.api.results import overall_status
 from flageval.api.evaluation import (
     Condition,
     DatasetDetail,
@@ -20,9 +19,10 @@ from flageval.api.evaluation import (
     EvaluationTaskResult,
     Phase,
 )
+from flageval.api.results import overall_status
 from flageval.controller.jobs import datasets_of
 from flageval.datasets import DatasetError
-from flageval.verdict import judge
+from flageval.verdict import judge, paired_from_verdicts
 
 Key = tuple[str, str]  # (evalModel, dataset)
 FINISHED = (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
@@ -104,28 +104,44 @@ def _results_in_status(evaluation: Mapping[str, Any], eval_model: str) -> list[D
     return None
 
 
-def find_baseline(key: str, spec: EvaluationSpec, own: Mapping[str, list[DatasetDetail]], others: Iterable[Mapping[str, Any]]) -> tuple[str, list[DatasetResult]] | None:
+@dataclass(frozen=True)
+class Baseline:
+    """Where a service's baseline results come from: this Evaluation (evaluation None) or another."""
+
+    evaluation: str | None
+    eval_model: str
+    results: list[DatasetResult]
+
+    @property
+    def source(self) -> str:
+        return self.eval_model if self.evaluation is None else f"{self.evaluation}/{self.eval_model}"
+
+
+def find_baseline(key: str, spec: EvaluationSpec, own: Mapping[str, list[DatasetDetail]], others: Iterable[Mapping[str, Any]]) -> Baseline | None:
     """The baseline results for `key` (baseModelName, else model): this Evaluation's own '-nvidia-origin'
-    service, else spec.baseline's, else the newest succeeded Evaluation's in the namespace. (source, results)."""
+    service, else spec.baseline's, else the newest succeeded Evaluation's in the namespace."""
     for info in spec.eval_infos:
         if info.is_baseline and info.baseline_key == key:
-            return info.eval_model, results_of(own[info.eval_model])
+            return Baseline(None, info.eval_model, results_of(own[info.eval_model]))
     others = list(others)
     if spec.baseline:
         for other in others:
             if other["metadata"]["name"] == spec.baseline:
                 for info in _baseline_infos(other.get("spec") or {}):
                     if info.baseline_key == key:
-                        found = _results_in_status(other, info.eval_model)
-                        return f"{spec.baseline}/{info.eval_model}", found or []
+                        return Baseline(spec.baseline, info.eval_model, _results_in_status(other, info.eval_model) or [])
         return None
     succeeded = [o for o in others if (o.get("status") or {}).get("phase") == Phase.SUCCEEDED.value]
     for other in sorted(succeeded, key=lambda o: o["metadata"].get("creationTimestamp", ""), reverse=True):
         for info in _baseline_infos(other.get("spec") or {}):
             found = _results_in_status(other, info.eval_model)
             if info.baseline_key == key and found:
-                return f"{other['metadata']['name']}/{info.eval_model}", found
+                return Baseline(other["metadata"]["name"], info.eval_model, found)
     return None
+
+
+def _verdicts(report: EvaluationTaskResult | None) -> str | None:
+    return report.result.sample_verdicts if report is not None and report.result is not None else None
 
 
 def _conditions(phase: Phase, message: str, previous: list[Mapping[str, Any]], now: str, generation: int | None) -> list[Condition]:
@@ -152,10 +168,14 @@ def evaluation_status(
     reports: Mapping[Key, EvaluationTaskResult],
     others: Iterable[Mapping[str, Any]] = (),
     *,
+    others_reports: Mapping[tuple[str, str, str], EvaluationTaskResult] | None = None,
     waiting: Mapping[Key, str] | None = None,
     now: str,
 ) -> EvaluationStatus:
-    """The status an Evaluation should have: per service and dataset, phase, conditions, verdicts."""
+    """The status an Evaluation should have: per service and dataset, phase, conditions, verdicts.
+
+    others_reports, keyed (Evaluation name, evalModel, dataset): reports of other Evaluations' runs, so a
+    baseline there can be paired sample by sample (pValue, diffCI) while its Jobs still exist."""
     meta = evaluation.get("metadata") or {}
     generation = meta.get("generation")
     previous = (evaluation.get("status") or {}).get("conditions") or []
@@ -181,17 +201,25 @@ def evaluation_status(
     for info in spec.eval_infos:
         details = own[info.eval_model]
         note = ""
+        found = None
         if info.is_baseline:
             verdicts, release = judge(results_of(details), None, tolerance=spec.tolerance)
         else:
             found = find_baseline(info.baseline_key, spec, own, others)
             if found is None:
                 note = f"no baseline for {info.baseline_key}"
-            verdicts, release = judge(results_of(details), found[1] if found else [], tolerance=spec.tolerance)
+            verdicts, release = judge(results_of(details), found.results if found else [], tolerance=spec.tolerance)
         for detail, verdict in zip(details, verdicts):
             detail.base_accuracy, detail.diff = verdict.base_accuracy, verdict.diff
             if note and detail.status == Status.SUCCESS and not detail.message:
                 detail.message = note
+            if found is not None and verdict.diff is not None:
+                theirs = _verdicts(reports.get((found.eval_model, detail.dataset)) if found.evaluation is None
+                                   else (others_reports or {}).get((found.evaluation, found.eval_model, detail.dataset)))
+                mine = _verdicts(reports.get((info.eval_model, detail.dataset)))
+                paired = paired_from_verdicts(theirs, mine) if theirs and mine else None
+                if paired is not None:
+                    detail.p_value, detail.diff_ci = round(paired.p_value, 4), [paired.ci_low, paired.ci_high]
         status = overall_status([d.status for d in details])
         running = next((d for d in details if d.status == Status.RUNNING), None)
         eval_results.append(EvalResult(

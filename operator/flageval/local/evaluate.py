@@ -5,22 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from flageval.api import DatasetResult, EvalInfo, Status
+from flageval.api import DatasetResult, EvalInfo, SampleRecord, Status
 from flageval.api import Progress as ProgressEvent
 from flageval.datasets import DATASETS
 from flageval.engine.probe import probe
 from flageval.results import list_results, read_samples, run_paths
 from flageval.runner import RunRequest, endpoint_for, run
 from flageval.verdict import DEFAULT_TOLERANCE, DatasetVerdict, judge, paired_test
-
-# The metric each dataset's headline accuracy is computed from, for the paired test.
-PAIRED_METRIC = "accuracy"
 
 
 class BarReporter:
@@ -33,7 +37,7 @@ class BarReporter:
     def progress(self, event: ProgressEvent) -> None:
         self.bars.update(self.task, completed=event.done, total=event.total, failed=event.failed, rate=event.rate)
 
-    def finished(self, result: DatasetResult) -> None:
+    def finished(self, result: DatasetResult, records: Sequence[SampleRecord] = ()) -> None:
         self.bars.update(self.task, description=f"{result.dataset} [{result.status.value}]")
 
 
