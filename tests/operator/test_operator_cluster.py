@@ -173,3 +173,62 @@ def test_failing_endpoint_is_oor_and_unknown_dataset_is_f(kube, namespace, start
     assert warning and warning[0].type == "Warning" and "10 of 10 samples failed" in warning[0].message
     pods = kube.core.list_namespaced_pod(namespace, label_selector=f"job-name={kube.batch.list_namespaced_job(namespace, label_selector='flageval.io/dataset=gsm8k').items[0].metadata.name}").items
     assert len(pods) == 2  # the first attempt and one retry (backoffLimit 1)
+
+
+def test_operator_killed_mid_run_restarts_without_duplicate_jobs_and_status_converges(kube, namespace, start_operator):
+    results_claim(kube, namespace)
+    first = start_operator(namespace)
+    limit = 60
+    with serve_in_thread(default_answerer(DATA, ACCURACY, 5), latency=0.05) as model:
+        body = single("restart", model.chat_url, {"datasets": ["gsm8k"], "limit": limit})
+        body["spec"]["evalInfos"].append({"evalModel": "restart-ascend", "model": "qwen3", "evalUrl": model.chat_url, "chip": "Ascend-910B"})
+        kube.custom.create_namespaced_custom_object(G, V, namespace, P, body)
+
+        def running_both(status):
+            return status.get("phase") == "Running" and all(r.get("runningProgress", "0/").split("/")[0] not in ("", "0")
+                                                            for r in status.get("evalResults") or [{}, {}])
+        wait_status(kube, namespace, "restart", running_both, 120, "both runs under way")
+        before = {j.metadata.name: j.metadata.uid for j in kube.batch.list_namespaced_job(namespace).items}
+        assert len(before) == 2
+        first.stop("KILL")
+        second = start_operator(namespace)
+        status = wait_status(kube, namespace, "restart", lambda s: s.get("phase") in ("Succeeded", "Failed"), 240, "the run to finish")
+
+    assert status["phase"] == "Succeeded", status
+    after = {j.metadata.name: j.metadata.uid for j in kube.batch.list_namespaced_job(namespace).items}
+    assert after == before  # the same two Jobs: none created again, none replaced
+    expected = intended_accuracy("gsm8k", DATA, ACCURACY, 5, limit)
+    assert [r["details"][0]["accuracy"] for r in status["evalResults"]] == [expected, expected]
+    assert all(r["details"][0]["progress"] == f"{limit}/{limit}" for r in status["evalResults"])
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{second.metrics_port}/metrics", timeout=5).read().decode()
+    assert "flageval_jobs_created_total 0.0" in metrics
+
+
+def test_caps_on_running_jobs_hold_the_rest_pending(kube, namespace, start_operator):
+    results_claim(kube, namespace)
+    start_operator(namespace, max_running_jobs="2", max_running_jobs_per_evaluation="1")
+    with serve_in_thread(default_answerer(DATA, ACCURACY, 5), latency=0.2) as model:
+        for name in ("capa", "capb", "capc"):
+            kube.custom.create_namespaced_custom_object(G, V, namespace, P, single(name, model.chat_url, {"datasets": ["gsm8k", "mmlu"], "limit": 1},
+                                                                                   numConcurrent=2))
+        seen_running, seen_waiting = [], []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            jobs = kube.batch.list_namespaced_job(namespace).items
+            running = [j for j in jobs if not any(c.type in ("Complete", "Failed") and c.status == "True" for c in (j.status.conditions or []))]
+            seen_running.append(len(running))
+            per_evaluation = {}
+            for job in running:
+                key = job.metadata.labels["flageval.io/evaluation"]
+                per_evaluation[key] = per_evaluation.get(key, 0) + 1
+            assert max(per_evaluation.values(), default=0) <= 1, per_evaluation
+            statuses = [get(kube, namespace, n).get("status") or {} for n in ("capa", "capb", "capc")]
+            seen_waiting += [d["message"] for s in statuses for r in s.get("evalResults") or [] for d in r["details"]
+                             if d["status"] == "P" and "waiting for a free slot" in d.get("message", "")]
+            if all(s.get("phase") in ("Succeeded", "Failed") for s in statuses):
+                break
+            time.sleep(0.3)
+    assert [s["phase"] for s in statuses] == ["Succeeded"] * 3, statuses
+    assert max(seen_running) <= 2 and max(seen_running) >= 1
+    assert seen_waiting and "in the cluster" in seen_waiting[0]
+    assert len(kube.batch.list_namespaced_job(namespace).items) == 6
