@@ -183,8 +183,29 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
         message=message,
     )
     write_result(paths, result)
+    _write_metrics(paths)
     reporter.finished(result, records)
     return result
+
+
+def _write_metrics(paths: RunPaths) -> None:
+    """Keep the counters beside the results: a finished Job's pod is no longer there to be scraped."""
+    from prometheus_client import REGISTRY, write_to_textfile
+
+    try:
+        write_to_textfile(str(paths.metrics), REGISTRY)
+    except OSError as exc:
+        log.warning("could not write %s: %s", paths.metrics, exc)
+
+
+def serve_metrics(port: int) -> None:
+    """/metrics on `port` while the run lasts; a port in use costs the endpoint, never the run."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        log.warning("no /metrics on port %d: %s", port, exc)
 
 
 def _claim_run_dir(paths: RunPaths, request: RunRequest, kind: str) -> str | None:
@@ -236,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("FLAGEVAL_RUNNER_METRICS_PORT") or 0),
+                        help="serve Prometheus /metrics (requests, latency, errors) on this port while running (0: off)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -250,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: FLAGEVAL_EVAL_INFO: {format_validation_error(exc)}", file=sys.stderr)
         return EXIT_CONFIG
 
+    if args.metrics_port:
+        serve_metrics(args.metrics_port)
     request = RunRequest(info, args.dataset, args.output, args.limit, args.mode, args.data_dir, args.cache_dir)
     reporter = _reporter_from_env()
     return asyncio.run(_run_until_terminated(request, reporter))

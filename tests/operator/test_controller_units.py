@@ -55,6 +55,7 @@ def test_one_job_per_service_and_dataset_with_placement_and_owner():
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]} and pod["securityContext"]["runAsNonRoot"]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9091}] and "--metrics-port" in container["command"]
     assert any(v.get("persistentVolumeClaim") == {"claimName": "flageval-results"} for v in pod["volumes"])
     baseline = next(j for j in jobs if j["metadata"]["labels"]["flageval.io/eval-model"] == "qwen-nvidia-origin")
     env = {e["name"]: e for e in baseline["spec"]["template"]["spec"]["containers"][0]["env"]}

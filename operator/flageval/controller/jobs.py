@@ -74,6 +74,8 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
         command += ["--limit", str(spec.limit)]
     if settings.data_dir:
         command += ["--data-dir", settings.data_dir]
+    if settings.runner_metrics_port:
+        command += ["--metrics-port", str(settings.runner_metrics_port)]
 
     report_meta = {"labels": labels, "ownerReferences": [owner_reference(evaluation, controller=False)]}
     env = [
@@ -115,6 +117,7 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
             "env": env,
             "resources": settings.resources,
             "volumeMounts": mounts,
+            **({"ports": [{"name": "metrics", "containerPort": settings.runner_metrics_port}]} if settings.runner_metrics_port else {}),
             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
                                 "capabilities": {"drop": ["ALL"]}},
         }],

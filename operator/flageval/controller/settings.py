@@ -36,3 +36,4 @@ class Settings(BaseSettings):
     status_interval: float = Field(default=2.0, gt=0, description="At most one status patch per Evaluation this often (seconds).")
     resync_interval: float = Field(default=30.0, gt=0, description="Evaluations are re-examined at least this often (seconds).")
     termination_grace_seconds: int = 30
+    runner_metrics_port: int = Field(default=9091, ge=0, le=65535, description="Port of each runner's /metrics (0: none).")

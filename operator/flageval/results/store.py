@@ -45,6 +45,11 @@ class RunPaths:
     def progress(self) -> Path:
         return self.dir / "progress.json"
 
+    @property
+    def metrics(self) -> Path:
+        """The runner's request, latency and error counters at its end (Prometheus text format)."""
+        return self.dir / "metrics.prom"
+
 
 def run_paths(output: Path, dataset: str) -> RunPaths:
     return RunPaths(Path(output) / dataset)
