@@ -46,7 +46,7 @@ def test_one_job_per_service_and_dataset_with_placement_and_owner():
     assert ascend["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
     container = pod["containers"][0]
     assert container["command"][:4] == ["flageval", "runner", "--dataset", "mmlu"]
-    assert "/var/lib/flageval/results/team/ev-u-1/qwen-ascend" in container["command"] and container["command"][-2:] == ["--limit", "5"]
+    assert "/var/lib/flageval/results/team/ev-u-1/qwen-ascend" in container["command"] and container["command"][-4:-2] == ["--limit", "5"]
     env = {e["name"]: e for e in container["env"]}
     assert env["FLAGEVAL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "keys", "key": "ascend"}
     info = json.loads(env["FLAGEVAL_EVAL_INFO"]["value"])
@@ -55,7 +55,7 @@ def test_one_job_per_service_and_dataset_with_placement_and_owner():
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]} and pod["securityContext"]["runAsNonRoot"]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-    assert container["ports"] == [{"name": "metrics", "containerPort": 9091}] and "--metrics-port" in container["command"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9091}] and container["command"][-2:] == ["--metrics-port", "9091"]
     assert any(v.get("persistentVolumeClaim") == {"claimName": "flageval-results"} for v in pod["volumes"])
     baseline = next(j for j in jobs if j["metadata"]["labels"]["flageval.io/eval-model"] == "qwen-nvidia-origin")
     env = {e["name"]: e for e in baseline["spec"]["template"]["spec"]["containers"][0]["env"]}
