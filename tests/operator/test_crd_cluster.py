@@ -41,6 +41,7 @@ def test_defaults_and_refusals(kube, namespace, crds):
     assert "Unsupported value" in refused(kube, namespace, evaluation("dom", domain="CV"))
     assert "datasets must be unique" in refused(kube, namespace, evaluation("ds", datasets=["gsm8k", "gsm8k"]))
     assert "should be greater than or equal to 1" in refused(kube, namespace, evaluation("lim", limit=0))
+    assert "metadata.name must be at most 63 characters" in refused(kube, namespace, evaluation("n" * 64))
 
 
 def test_only_suspend_changes_after_creation(kube, namespace, crds):

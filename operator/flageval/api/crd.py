@@ -73,7 +73,10 @@ def evaluation_crd() -> dict[str, Any]:
     properties = _metadata_and_kind(ev.Evaluation.__doc__ or "")
     properties["spec"] = schema_of(ev.EvaluationSpec)
     properties["status"] = schema_of(ev.EvaluationStatus, defaults=False)
-    schema = {"type": "object", "description": ev.Evaluation.__doc__, "required": ["spec"], "properties": properties}
+    schema = {"type": "object", "description": ev.Evaluation.__doc__, "required": ["spec"], "properties": properties,
+              # The name is a label value on every Job and report of the Evaluation, and label values stop at 63.
+              "x-kubernetes-validations": [{"rule": "self.metadata.name.size() <= 63",
+                                            "message": "metadata.name must be at most 63 characters: it labels the Evaluation's Jobs"}]}
     return _crd(
         kind=ev.KIND, plural=ev.PLURAL, short=["feval"], schema=schema, status=True,
         columns=[
