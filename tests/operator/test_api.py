@@ -38,11 +38,26 @@ def test_to_eval_info_reuses_evalinfo_validation():
 def test_generated_crds_are_committed_and_check_detects_drift(tmp_path):
     ok = subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--check"], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--out", str(tmp_path)], check=True)
+    repo, chart = tmp_path / "crds", tmp_path / "chart-crds"
+    subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--out", str(repo), "--out", str(chart)], check=True)
     name = next(iter(CRDS))
-    (tmp_path / name).write_text((tmp_path / name).read_text().replace("feval", "fe"))
-    drift = subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--check", "--out", str(tmp_path)], capture_output=True, text=True, check=False)
-    assert drift.returncode == 1 and "+    - feval" in drift.stdout
+    assert (repo / name).read_text() == (chart / name).read_text()
+    # Drift in either copy — here the second, as the chart's is by default — fails the check.
+    (chart / name).write_text((chart / name).read_text().replace("feval", "fe"))
+    drift = subprocess.run([sys.executable, str(ROOT / "hack/gen_crds.py"), "--check", "--out", str(repo), "--out", str(chart)],
+                           capture_output=True, text=True, check=False)
+    assert drift.returncode == 1 and "+    - feval" in drift.stdout and str(chart / name) in drift.stdout
+    assert str(repo / name) not in drift.stdout
+
+
+def test_the_chart_ships_the_same_crds_and_the_default_check_covers_them():
+    chart = ROOT / "charts/flageval-operator/crds"
+    assert sorted(p.name for p in chart.glob("*.yaml")) == sorted(CRDS) == sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    for name in CRDS:
+        assert (chart / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), name
+    listed = subprocess.run([sys.executable, "-c", "import runpy; g = runpy.run_path('hack/gen_crds.py'); print(*g['OUTPUTS'], sep=chr(10))"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert [str(ROOT / "crds"), str(chart)] == listed
 
 
 def _walk(node, path=""):
