@@ -291,6 +291,10 @@ class PodRunner:
         if not argv:
             raise RuntimeError(f"container {container.name} has no command (images are not pulled here)")
         mounts = [(volumes[m.name] / (m.sub_path or ""), m.mount_path) for m in container.volume_mounts or [] if m.name in volumes]
+        # A mount over a directory holding other volumes' host directories (an emptyDir at /tmp while the
+        # state lives under /tmp) must come last, or it hides them: e.g. the injected service-account token.
+        sources = [str(src) for src, _ in mounts]
+        mounts.sort(key=lambda m: any(src.startswith(m[1].rstrip("/") + "/") for src in sources))
         if not mounts or os.geteuid() != 0:
             return argv
         # A private mount namespace puts each volume at its real path for this process only.
