@@ -3,25 +3,16 @@ real control plane, run by the operator as Jobs on the node agent, against refer
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from flageval.datasets import default_data_dir
 from flageval.mock_model.answers import default_answerer, intended_accuracy
 from flageval.mock_model.server import serve_in_thread
 from flageval_client import FlagEvalClient, eval_info, ratio
-from support.cluster import wait_for
-
-# The operator's test fixtures (CRDs installed once, the runner role, `start_operator`, the results claim).
-_spec = importlib.util.spec_from_file_location("operator_test_fixtures", Path(__file__).resolve().parents[1] / "operator" / "conftest.py")
-_fixtures = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(_fixtures)
-crds, runner_role, start_operator, results_claim = _fixtures.crds, _fixtures.runner_role, _fixtures.start_operator, _fixtures.results_claim
+from support.cluster import results_claim, wait_for
 
 pytestmark = pytest.mark.cluster
 DATA = default_data_dir()

@@ -48,18 +48,6 @@ def runner_role(kube, crds):
     return "flageval-runner"
 
 
-def results_claim(kube, namespace: str, name: str = "flageval-results") -> str:
-    """A bound ReadWriteMany claim (the node agent gives each claim one host directory)."""
-    kube.core.create_persistent_volume({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-{name}"},
-                                        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                                                 "persistentVolumeReclaimPolicy": "Delete",
-                                                 "hostPath": {"path": f"/tmp/{namespace}-{name}"}, "claimRef": {"namespace": namespace, "name": name}}})
-    kube.core.create_namespaced_persistent_volume_claim(namespace, {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-                                                                    "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}})
-    wait_for(lambda: kube.core.read_namespaced_persistent_volume_claim(name, namespace).status.phase == "Bound", 60, "PVC Bound")
-    return name
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

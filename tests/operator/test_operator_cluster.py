@@ -7,14 +7,13 @@ import time
 import urllib.request
 
 import pytest
-from conftest import results_claim
 from flageval.datasets import default_data_dir
 from flageval.mock_model.answers import default_answerer, intended_accuracy
 from flageval.mock_model.server import FaultPlan, serve_in_thread
 from flageval.results import read_samples, run_paths
 from flageval.verdict import paired_test
 from kubernetes import client
-from support.cluster import wait_for
+from support.cluster import results_claim, wait_for
 
 pytestmark = pytest.mark.cluster
 G, V, P = "flageval.io", "v1alpha1", "evaluations"

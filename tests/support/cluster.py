@@ -67,6 +67,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, message: str = "
     raise AssertionError(f"timed out after {timeout:g}s waiting for {message}" + (f" (last error: {last_error})" if last_error else ""))
 
 
+def results_claim(kube, namespace: str, name: str = "flageval-results") -> str:
+    """A bound ReadWriteMany claim (the node agent gives each claim one host directory)."""
+    kube.core.create_persistent_volume({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-{name}"},
+                                        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                                                 "persistentVolumeReclaimPolicy": "Delete",
+                                                 "hostPath": {"path": f"/tmp/{namespace}-{name}"}, "claimRef": {"namespace": namespace, "name": name}}})
+    kube.core.create_namespaced_persistent_volume_claim(namespace, {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                                                                    "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}})
+    wait_for(lambda: kube.core.read_namespaced_persistent_volume_claim(name, namespace).status.phase == "Bound", 60, "PVC Bound")
+    return name
+
+
 def _hack(script: str, *args: str, env: dict[str, str]) -> str:
     proc = subprocess.run([str(HACK / script), *args], capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:
