@@ -231,3 +231,25 @@ def test_caps_on_running_jobs_hold_the_rest_pending(kube, namespace, start_opera
     assert max(seen_running) <= 2 and max(seen_running) >= 1
     assert seen_waiting and "in the cluster" in seen_waiting[0]
     assert len(kube.batch.list_namespaced_job(namespace).items) == 6
+
+
+def test_mm_evaluation_runs_mathvision_with_pictures_and_a_verdict(kube, namespace, start_operator):
+    if not (DATA / "mathvision" / "testmini.jsonl").is_file():
+        pytest.skip("no MathVision data")
+    results_claim(kube, namespace)
+    start_operator(namespace)
+    limit = 10
+    answerers = [default_answerer(DATA, ACCURACY, 5), default_answerer(DATA, ACCURACY, 6)]
+    with serve_in_thread(answerers[0]) as nvidia, serve_in_thread(answerers[1]) as ascend:
+        body = single("vl", nvidia.chat_url, {"domain": "MM", "limit": limit}, numConcurrent=4)
+        body["spec"]["evalInfos"].append({"evalModel": "vl-ascend", "model": "qwen3", "evalUrl": ascend.chat_url, "chip": "Ascend-910B", "numConcurrent": 4})
+        kube.custom.create_namespaced_custom_object(G, V, namespace, P, body)
+        status = wait_status(kube, namespace, "vl", lambda s: s.get("phase") in ("Succeeded", "Failed"), 240, "the run to finish")
+    assert status["phase"] == "Succeeded", status
+    base, other = (r["details"] for r in status["evalResults"])
+    expected = [intended_accuracy("mathvision", DATA, ACCURACY, seed, limit) for seed in (5, 6)]
+    assert [d["dataset"] for d in base + other] == ["mathvision", "mathvision"]  # the MM domain's default suite
+    assert [base[0]["accuracy"], other[0]["accuracy"]] == expected and other[0]["diff"] == round(expected[1] - expected[0], 2)
+    assert other[0]["progress"] == f"{limit}/{limit}" and other[0]["pValue"] is not None
+    assert status["evalResults"][1]["release"] is (abs(expected[1] - expected[0]) < 0.5)
+    assert not any(a.mathvision.image_faults for a in answerers)  # every picture reached the model in its place
