@@ -33,6 +33,7 @@ from typing import Any
 
 from flageval.api import EvalInfo, Progress, Status
 from flageval.api.rest import EvaluationRequest
+from flageval.datasets import default_data_dir
 from flageval.results import RunPaths, read_progress, read_result, run_paths
 from flageval.shim.backend import (
     FINISHED,
@@ -181,6 +182,7 @@ class LocalBackend:
 
     def __init__(self, settings: LocalSettings):
         self.settings = settings
+        self.data_dir = Path(settings.data_dir) if settings.data_dir is not None else default_data_dir()
         self.root = Path(settings.state_dir)
         self.evaluations: dict[str, LocalEvaluation] = {}
         self.procs: dict[tuple[str, str], asyncio.subprocess.Process] = {}

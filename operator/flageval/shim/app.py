@@ -244,7 +244,7 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_b
         from flageval.datasets import DATASETS, DatasetError, suite
 
         try:
-            datasets = list(body.datasets) if body.datasets else suite(body.domain.value, body.mode)
+            datasets = list(body.datasets) if body.datasets else suite(body.domain.value, body.mode, backend.data_dir)
         except DatasetError as exc:
             return _count("/evaluation", EvaluationResponse(err_code=1, err_msg=str(exc)))
         unknown = [d for d in datasets if d not in DATASETS]

@@ -8,12 +8,13 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from flageval.api import Status
-from flageval.api.results import overall_status
 from flageval.api.rest import REQUEST_ID_PATTERN, EvaluationRequest
+from flageval.api.results import overall_status
 
 FINISHED = (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
 
@@ -95,6 +96,9 @@ class EvaluationView:
 
 class Backend(Protocol):
     name: str
+    # Where the runners read benchmark files, when this process sees them too (local); the default MM
+    # and EV suites then keep the datasets present there. None: the files are elsewhere (in the runner image).
+    data_dir: Path | None
 
     async def start(self, request: EvaluationRequest, datasets: list[str]) -> EvaluationView:
         """Start evaluating; the view's request_id names the evaluation from now on."""

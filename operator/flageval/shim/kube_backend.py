@@ -68,6 +68,7 @@ def secret_name(request_id: str) -> str:
 
 class KubeBackend:
     name = "kubernetes"
+    data_dir = None  # the runner image's
 
     def __init__(self, settings: KubeSettings, api_client: client.ApiClient | None = None):
         self.settings = settings
