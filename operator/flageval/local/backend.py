@@ -187,6 +187,7 @@ class LocalBackend:
         self.evaluations: dict[str, LocalEvaluation] = {}
         self.procs: dict[tuple[str, str], asyncio.subprocess.Process] = {}
         self._watchers: set[asyncio.Task] = set()
+        self._watching: dict[tuple[str, str], asyncio.Task] = {}  # (request_id, task key) → its runner's watcher
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task | None = None
         self._closing = False
@@ -341,7 +342,7 @@ class LocalBackend:
         if ev.suspended:
             return f"evaluation {request_id} is already stopped"
         ev.suspended = True
-        stopped = 0
+        ending = []
         for task in ev.tasks:
             if task.status == Status.PENDING:
                 task.status = Status.CANCELLED
@@ -349,12 +350,17 @@ class LocalBackend:
                 proc = self.procs.get((request_id, task.key))
                 if proc is not None and proc.returncode is None:
                     task.stopping = True
-                    stopped += 1
                     with contextlib.suppress(ProcessLookupError):
                         proc.send_signal(signal.SIGTERM)
                     asyncio.get_running_loop().call_later(self.settings.grace_seconds, self._kill_if_running, proc)
+                    if (watcher := self._watching.get((request_id, task.key))) is not None:
+                        ending.append(watcher)
         self._save(ev)
-        log.info("evaluation %s: stopped (%d runner(s) signalled)", request_id, stopped)
+        # Answer once the runners have journaled and exited (SIGKILL after the grace period): from then on
+        # nothing of a stopped evaluation moves.
+        if ending:
+            await asyncio.wait(ending, timeout=self.settings.grace_seconds + 5)
+        log.info("evaluation %s: stopped (%d runner(s) signalled)", request_id, len(ending))
         return f"evaluation {request_id} stopped; finished samples are kept and resume continues from them"
 
     @staticmethod
@@ -518,6 +524,7 @@ class LocalBackend:
         watcher = asyncio.create_task(self._watch(ev, task, proc))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+        self._watching[(ev.request_id, task.key)] = watcher
         if ev.suspended:  # stopped while the process was being started
             task.stopping = True
             with contextlib.suppress(ProcessLookupError):
@@ -534,6 +541,8 @@ class LocalBackend:
     async def _watch(self, ev: LocalEvaluation, task: Task, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
         self.procs.pop((ev.request_id, task.key), None)
+        if self._watching.get((ev.request_id, task.key)) is asyncio.current_task():
+            del self._watching[(ev.request_id, task.key)]
         if self._closing and not task.stopping:
             return  # stays R on disk: the next server continues it
         task.pid = None
