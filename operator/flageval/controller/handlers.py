@@ -5,10 +5,12 @@ are made by jobs.py and status.py; this module only moves data between them and 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -47,6 +49,7 @@ EVALUATIONS = Gauge("flageval_evaluations", "Evaluations by phase", ["phase"])
 JOBS_CREATED = Counter("flageval_jobs_created", "Runner Jobs created")
 STATUS_PATCHES = Counter("flageval_status_patches", "Evaluation status patches")
 RECONCILE_SECONDS = Histogram("flageval_reconcile_seconds", "Time to reconcile one Evaluation")
+PATCHES_IN_FLIGHT = 8  # status patches sent at once, on their own threads: the loop never waits for one
 
 Key = tuple[str, str]  # (namespace, evaluation)
 
@@ -62,6 +65,11 @@ class State:
         self.dirty: set[Key] = set()
         self.waiting: set[Key] = set()  # Evaluations with Jobs not created because of the caps
         self.last_patch: dict[Key, float] = {}
+        self.later: dict[Key, float] = {}  # throttled Evaluations: when their status may be patched again (monotonic)
+        self.patching: dict[Key, asyncio.Task] = {}  # status patches in flight
+        self.manifests: dict[Key, tuple[tuple[str, int | None], EvaluationSpec, list[dict[str, Any]]]] = {}
+        self.patch_slots = asyncio.Semaphore(PATCHES_IN_FLIGHT)
+        self.patch_pool: ThreadPoolExecutor | None = None
         self.rbac_done: set[str] = set()
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -107,6 +115,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.__init__()
     STATE.batch, STATE.core = client.BatchV1Api(), client.CoreV1Api()
     STATE.custom, STATE.rbac = client.CustomObjectsApi(), client.RbacAuthorizationV1Api()
+    STATE.patch_pool = ThreadPoolExecutor(PATCHES_IN_FLIGHT, thread_name_prefix="status-patch")
     # Jobs that exist before the watch reports them still count against the caps.
     existing = await asyncio.to_thread(STATE.batch.list_job_for_all_namespaces, label_selector=LABEL_EVALUATION)
     for job in existing.items:
@@ -122,6 +131,10 @@ async def cleanup(**_: Any) -> None:
     if STATE.task is not None:
         STATE.task.cancel()
         await asyncio.gather(STATE.task, return_exceptions=True)
+    if STATE.patching:  # let the status patches in flight finish
+        await asyncio.wait(list(STATE.patching.values()), timeout=10)
+    if STATE.patch_pool is not None:
+        STATE.patch_pool.shutdown(wait=False, cancel_futures=True)
 
 
 @kopf.on.probe(id="evaluations")
@@ -132,8 +145,12 @@ def probe(**_: Any) -> int:
 # -- watches -----------------------------------------------------------------------------------------
 
 
+# The watch handlers are coroutines: they only move dicts, so they run on the loop's thread (a sync
+# handler would go through a thread pool for each event and race the loop over STATE).
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def evaluation_event(event: dict[str, Any], **_: Any) -> None:
+async def evaluation_event(event: dict[str, Any], **_: Any) -> None:
     body = event["object"]
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if event.get("type") == "DELETED":
@@ -141,6 +158,8 @@ def evaluation_event(event: dict[str, Any], **_: Any) -> None:
         STATE.dirty.discard(key)
         STATE.waiting.discard(key)
         STATE.last_patch.pop(key, None)
+        STATE.later.pop(key, None)
+        STATE.manifests.pop(key, None)
         return
     before = STATE.evaluations.get(key)
     STATE.evaluations[key] = body
@@ -149,7 +168,7 @@ def evaluation_event(event: dict[str, Any], **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_EVALUATION: kopf.PRESENT})
-def job_event(event: dict[str, Any], **_: Any) -> None:
+async def job_event(event: dict[str, Any], **_: Any) -> None:
     body = event["object"]
     key = _owner_key(body)
     if key is None:
@@ -165,7 +184,7 @@ def job_event(event: dict[str, Any], **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, TASK_RESULT_PLURAL, labels={LABEL_EVALUATION: kopf.PRESENT})
-def task_result_event(event: dict[str, Any], **_: Any) -> None:
+async def task_result_event(event: dict[str, Any], **_: Any) -> None:
     body = event["object"]
     key = _owner_key(body)
     if key is None:
@@ -183,12 +202,18 @@ def task_result_event(event: dict[str, Any], **_: Any) -> None:
 async def _loop() -> None:
     last_resync = time.monotonic()
     while True:
+        timeout = 1.0
+        if STATE.later:
+            timeout = min(timeout, max(0.0, min(STATE.later.values()) - time.monotonic()))
         try:
-            await asyncio.wait_for(STATE.wake.wait(), timeout=1.0)
+            await asyncio.wait_for(STATE.wake.wait(), timeout=timeout)
         except TimeoutError:
             pass
         STATE.wake.clear()
         now = time.monotonic()
+        for key in [k for k, at in STATE.later.items() if at <= now]:  # throttled status due again
+            del STATE.later[key]
+            STATE.dirty.add(key)
         if now - last_resync >= STATE.settings.resync_interval:
             STATE.dirty.update(STATE.evaluations)
             last_resync = now
@@ -264,6 +289,23 @@ def _transition_event(old: str | None, new: str, status: dict[str, Any]) -> tupl
     return None
 
 
+def _spec_and_manifests(key: Key, body: dict[str, Any]) -> tuple[EvaluationSpec, list[dict[str, Any]]]:
+    """The spec and the Job manifests of an Evaluation, built once per spec generation (they depend on
+    nothing else that can change: name, namespace, uid, spec and the settings). Raises ValidationError."""
+    meta = body["metadata"]
+    version = (meta.get("uid"), meta.get("generation"))
+    cached = STATE.manifests.get(key)
+    if cached is not None and cached[0] == version and version[1] is not None:
+        return cached[1], cached[2]
+    spec = EvaluationSpec.model_validate(body["spec"])
+    try:
+        manifests = build_jobs(body, STATE.settings)
+    except (DatasetError, ValidationError):
+        manifests = []  # the status says why
+    STATE.manifests[key] = (version, spec, manifests)
+    return spec, manifests
+
+
 async def reconcile(key: Key) -> None:
     body = STATE.evaluations.get(key)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -271,14 +313,10 @@ async def reconcile(key: Key) -> None:
     s = STATE.settings
     namespace, name = key
     try:
-        spec = EvaluationSpec.model_validate(body["spec"])
+        spec, manifests = _spec_and_manifests(key, body)
     except ValidationError as exc:
         log.warning("%s/%s has an invalid spec: %s", namespace, name, exc)
         return
-    try:
-        manifests = build_jobs(body, s)
-    except (DatasetError, ValidationError):
-        manifests = []  # the status says why
     mine = STATE.jobs[key]
 
     for job in list(mine.values()):
@@ -288,12 +326,12 @@ async def reconcile(key: Key) -> None:
             job.setdefault("spec", {})["suspend"] = spec.suspend
 
     waiting: dict[tuple[str, str], str] = {}
-    if not spec.suspend and manifests:
-        if any(m["metadata"]["name"] not in mine for m in manifests):
-            await ensure_runner_access(namespace)
+    missing = [] if spec.suspend else [m for m in manifests if m["metadata"]["name"] not in mine]
+    if missing:
+        await ensure_runner_access(namespace)
         running_all = sum(JobState.of(j).running for jobs in STATE.jobs.values() for j in jobs.values())
         running_mine = sum(JobState.of(j).running for j in mine.values())
-        for manifest in manifests:
+        for manifest in missing:
             job_name = manifest["metadata"]["name"]
             if job_name in mine:
                 continue
@@ -310,7 +348,7 @@ async def reconcile(key: Key) -> None:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-                mine[job_name] = manifest  # exists already: created before a restart
+                mine[job_name] = copy.deepcopy(manifest)  # exists already: created before a restart
             running_mine += 1
             running_all += 1
     if waiting:
@@ -318,13 +356,29 @@ async def reconcile(key: Key) -> None:
     else:
         STATE.waiting.discard(key)
 
-    since = time.monotonic() - STATE.last_patch.get(key, float("-inf"))
-    if since < s.status_interval:
-        await asyncio.sleep(0)  # let watch events in before the next pass
-        STATE.dirty.add(key)  # patched recently: look again later
+    # The status: at most one patch per status_interval, sent beside the loop (which goes on creating
+    # other Evaluations' Jobs meanwhile); a throttled Evaluation is looked at again when it is due.
+    if key in STATE.patching:
+        STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + s.status_interval / 4)
         return
+    due = STATE.last_patch.get(key, float("-inf")) + s.status_interval
+    if time.monotonic() < due:
+        STATE.later[key] = min(STATE.later.get(key, float("inf")), due)
+        return
+    STATE.later.pop(key, None)
+    task = asyncio.create_task(_patch_status(key, waiting))
+    STATE.patching[key] = task
+    task.add_done_callback(lambda _t, key=key: STATE.patching.pop(key, None))
+
+
+def _new_status(key: Key, waiting: dict[tuple[str, str], str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(the Evaluation as last seen, the status it should have), or None when that is its status already."""
+    body = STATE.evaluations.get(key)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    namespace, name = key
     jobs = {(j["metadata"]["labels"][LABEL_EVAL_MODEL], j["metadata"]["labels"][LABEL_DATASET]): JobState.of(j)
-            for j in mine.values() if LABEL_EVAL_MODEL in j["metadata"].get("labels", {})}
+            for j in STATE.jobs[key].values() if LABEL_EVAL_MODEL in j["metadata"].get("labels", {})}
     reports = {}
     for report in STATE.reports[key].values():
         labels = report["metadata"].get("labels") or {}
@@ -332,21 +386,37 @@ async def reconcile(key: Key) -> None:
             reports[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = EvaluationTaskResult.model_validate(report)
     others = [b for (ns, n), b in STATE.evaluations.items() if ns == namespace and n != name]
     new = status_body(evaluation_status(body, jobs, reports, others, waiting=waiting, now=_now()))
-    old = body.get("status") or {}
-    if same_status(old, new):
-        return
+    return None if same_status(body.get("status") or {}, new) else (body, new)
+
+
+async def _patch_status(key: Key, waiting: dict[tuple[str, str], str]) -> None:
+    namespace, name = key
     try:
-        patched = await _call(STATE.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, {"status": new})
-    except ApiException as exc:
-        if exc.status == 404:
-            return
+        async with STATE.patch_slots:
+            found = _new_status(key, waiting)  # the freshest view once a slot is free
+            if found is None:
+                return
+            body, new = found
+            old = body.get("status") or {}
+            try:
+                patched = await asyncio.get_running_loop().run_in_executor(
+                    STATE.patch_pool, STATE.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, {"status": new})
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
+        STATE.last_patch[key] = time.monotonic()
+        STATUS_PATCHES.inc()
+        if STATE.evaluations.get(key) is body:  # else the watch has shown a newer object meanwhile
+            STATE.evaluations[key] = patched
+        transition = _transition_event(old.get("phase"), new["phase"], new)
+        if transition:
+            await post_event(patched, *transition)
+        if new["phase"] == Phase.SUCCEEDED.value and old.get("phase") != new["phase"]:
+            # This may be the baseline another Evaluation in the namespace waits for.
+            STATE.touch(*(k for k in STATE.evaluations if k[0] == namespace and k != key))
+    except asyncio.CancelledError:
         raise
-    STATE.last_patch[key] = time.monotonic()
-    STATUS_PATCHES.inc()
-    STATE.evaluations[key] = patched
-    transition = _transition_event(old.get("phase"), new["phase"], new)
-    if transition:
-        await post_event(patched, *transition)
-    if new["phase"] == Phase.SUCCEEDED.value and old.get("phase") != new["phase"]:
-        # This may be the baseline another Evaluation in the namespace waits for.
-        STATE.touch(*(k for k in STATE.evaluations if k[0] == namespace and k != key))
+    except Exception:
+        log.exception("patching the status of %s/%s failed; retrying later", *key)
+        STATE.later[key] = time.monotonic() + 1.0
