@@ -570,8 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=None, help="require this bearer token")
     parser.add_argument("--reasoning-field", action="store_true",
                         help="with thinking on, put reasoning in reasoning_content instead of <think> in content")
-    parser.add_argument("--data-dir", default=os.environ.get("FLAGEVAL_DATA_DIR"),
-                        help="benchmark data the answers come from (env FLAGEVAL_DATA_DIR)")
+    parser.add_argument("--data-dir", default=None,
+                        help="benchmark data the answers come from (default: FLAGEVAL_DATA_DIR, else the evaluator's default)")
     parser.add_argument("--answerer", choices=("benchmarks", "echo", "fixed"), default="benchmarks",
                         help="'echo' repeats the question, 'fixed' always says --fixed-text (no data needed)")
     parser.add_argument("--fixed-text", default="The answer is 42.\n#### 42")
@@ -592,11 +592,13 @@ def make_answerer(args: argparse.Namespace) -> Answerer:
         return EchoAnswerer()
     if args.answerer == "fixed":
         return FixedAnswerer(args.fixed_text)
-    if not args.data_dir:
-        raise ValueError("--data-dir (or FLAGEVAL_DATA_DIR) is needed to answer benchmark questions")
+    from flageval.datasets import default_data_dir
     from flageval.mock_model.answers import default_answerer
 
-    return default_answerer(Path(args.data_dir), args.accuracy, args.seed)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if not data_dir.is_dir():
+        raise ValueError(f"benchmark data directory {data_dir} does not exist (set --data-dir or FLAGEVAL_DATA_DIR)")
+    return default_answerer(data_dir, args.accuracy, args.seed)
 
 
 async def _serve_forever(server: MockModelServer, host: str, port: int) -> None:
