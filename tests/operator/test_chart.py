@@ -282,7 +282,7 @@ def test_operator_rbac_is_least_privilege(helm):
     assert grants(find(docs, "ClusterRole", "fe-operator")["rules"]) == OPERATOR_GRANTS | RUNNER_RBAC_GRANTS
     cluster = find(docs, "ClusterRole", "fe-operator-cluster")
     assert grants(cluster["rules"]) == {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-                                        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"), ("batch", "jobs", "list")}
+                                        ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
     for name in ("fe-operator", "fe-operator-cluster"):
         binding = find(docs, "ClusterRoleBinding", name)
         assert binding["roleRef"]["name"] == name and binding["subjects"] == [{"kind": "ServiceAccount", "name": "fe-operator", "namespace": "flageval"}]
@@ -295,6 +295,7 @@ def test_operator_rbac_is_least_privilege(helm):
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["evals", "team-b"]
     assert all(b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "fe-operator"} for b in bindings)
     assert ("", "namespaces", "watch") in grants(find(scoped, "ClusterRole", "fe-operator-cluster")["rules"])
+    assert not any(g[1] == "jobs" for g in grants(find(scoped, "ClusterRole", "fe-operator-cluster")["rules"]))  # Jobs listed per namespace
 
 
 def test_results_claim(helm):

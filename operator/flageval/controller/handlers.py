@@ -99,6 +99,10 @@ def _owner_key(body: dict[str, Any]) -> Key | None:
 # -- lifecycle ---------------------------------------------------------------------------------------
 
 
+# The namespaces `flageval operator -n` watches; empty: every namespace.
+WATCHED_NAMESPACES: list[str] = []
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's own bookkeeping goes to annotations: status has one writer and a structural schema.
@@ -117,8 +121,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.custom, STATE.rbac = client.CustomObjectsApi(), client.RbacAuthorizationV1Api()
     STATE.patch_pool = ThreadPoolExecutor(PATCHES_IN_FLIGHT, thread_name_prefix="status-patch")
     # Jobs that exist before the watch reports them still count against the caps.
-    existing = await asyncio.to_thread(STATE.batch.list_job_for_all_namespaces, label_selector=LABEL_EVALUATION)
-    for job in existing.items:
+    if WATCHED_NAMESPACES:  # no cluster-wide right needed for an operator of a few namespaces
+        lists = [await asyncio.to_thread(STATE.batch.list_namespaced_job, ns, label_selector=LABEL_EVALUATION) for ns in WATCHED_NAMESPACES]
+    else:
+        lists = [await asyncio.to_thread(STATE.batch.list_job_for_all_namespaces, label_selector=LABEL_EVALUATION)]
+    for job in (job for found in lists for job in found.items):
         body = client.ApiClient().sanitize_for_serialization(job)
         key = _owner_key(body)
         if key:

@@ -23,10 +23,14 @@ def run_operator(argv: list[str]) -> int:
     import kopf
     from prometheus_client import start_http_server
 
-    import flageval.controller.handlers  # noqa: F401  (registers the handlers)
+    from flageval.controller import handlers  # registers the handlers
+
+    handlers.WATCHED_NAMESPACES[:] = args.namespace
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    if not args.verbose:  # kopf logs every handled watch event at INFO: thousands of lines a minute at scale
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_host)
     kopf.run(
