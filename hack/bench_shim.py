@@ -7,7 +7,8 @@ Starts the reference model (every answer delayed by --latency), `flageval serve`
 (default settings, a fresh state directory) and --evaluations evaluations of one service each
 (gsm8k + mmlu, which keep their runner processes busy for the whole measurement). Then each client
 holds one keep-alive connection and polls the progress of a random running evaluation as fast as it
-is answered, for --duration seconds. Clients are raw HTTP/1.1 on asyncio in this process, so that the
+is answered, for --duration seconds; then, as the peer, the same clients poll GET /healthz of the same
+server for as long (the web stack's floor, with no evaluation to look up). Clients are raw HTTP/1.1 on asyncio in this process, so that the
 client library is not what is measured. Prints one table: requests/s and latency percentiles; every
 answer is checked (HTTP 200, err_code 0, status R).
 """
@@ -47,16 +48,21 @@ def start(command: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"{command[3]} did not start")
 
 
-async def client(host: str, port: int, ids: list[str], until: float, latencies: list[float], failures: list[str]) -> None:
+async def client(host: str, port: int, ids: list[str] | None, until: float, latencies: list[float], failures: list[str]) -> None:
+    """Poll as fast as answered on one keep-alive connection: POST /evaluation_progress of a random id,
+    or, with ids None (the peer), GET /healthz — the same server stack with no evaluation to look up."""
     reader, writer = await asyncio.open_connection(host, port)
     rng = random.Random()
     try:
         while time.perf_counter() < until:
-            body = orjson.dumps({"request_id": rng.choice(ids), "domain": "NLP"})
-            head = (f"POST /evaluation_progress HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            if ids is None:
+                request = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+            else:
+                body = orjson.dumps({"request_id": rng.choice(ids), "domain": "NLP"})
+                request = (f"POST /evaluation_progress HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
             started = time.perf_counter()
-            writer.write(head + body)
+            writer.write(request)
             status_line = await reader.readline()
             length = 0
             while True:
@@ -69,7 +75,8 @@ async def client(host: str, port: int, ids: list[str], until: float, latencies: 
             payload = await reader.readexactly(length)
             latencies.append(time.perf_counter() - started)
             answer = orjson.loads(payload)
-            if not status_line.startswith(b"HTTP/1.1 200") or answer.get("err_code") != 0 or answer.get("status") != "R":
+            ok = answer.get("status") == "ok" if ids is None else answer.get("err_code") == 0 and answer.get("status") == "R"
+            if not status_line.startswith(b"HTTP/1.1 200") or not ok:
                 failures.append(f"{status_line.strip().decode()} {answer}")
     finally:
         writer.close()
@@ -121,19 +128,24 @@ def main() -> int:
                     break
                 time.sleep(0.2)
             host, port = shim_url.removeprefix("http://").rsplit(":", 1)
-            latencies: list[float] = []
-            failures: list[str] = []
 
-            async def run() -> float:
-                until = time.perf_counter() + args.duration
-                began = time.perf_counter()
-                await asyncio.gather(*(client(host, int(port), ids, until, latencies, failures) for _ in range(args.clients)))
-                return time.perf_counter() - began
+            def measure(poll_ids: list[str] | None) -> dict:
+                latencies: list[float] = []
+                failures: list[str] = []
 
-            cpu_before = cpu_seconds(shim.pid)
-            elapsed = asyncio.run(run())
-            server_cpu = cpu_seconds(shim.pid) - cpu_before
-            load = os.getloadavg()[0]
+                async def run() -> float:
+                    until = time.perf_counter() + args.duration
+                    began = time.perf_counter()
+                    await asyncio.gather(*(client(host, int(port), poll_ids, until, latencies, failures) for _ in range(args.clients)))
+                    return time.perf_counter() - began
+
+                cpu_before = cpu_seconds(shim.pid)
+                elapsed = asyncio.run(run())
+                return {"ms": [x * 1000 for x in latencies], "failures": failures, "elapsed": elapsed,
+                        "cpu": cpu_seconds(shim.pid) - cpu_before, "load": os.getloadavg()[0]}
+
+            progress = measure(ids)
+            peer = measure(None)
             after = [httpx.post(f"{shim_url}/evaluation_progress", json={"request_id": r}, timeout=30).json() for r in ids]
         finally:
             shim.terminate()
@@ -141,27 +153,24 @@ def main() -> int:
             shim.wait(60)
             mock.wait(10)
 
-    ms = [x * 1000 for x in latencies]
-    rows = [
-        ("clients", f"{args.clients}"),
-        ("evaluations running", f"{args.evaluations} (runner processes: {2 * args.evaluations})"),
-        ("duration", f"{elapsed:.1f} s"),
-        ("requests", f"{len(ms)}"),
-        ("requests/s", f"{len(ms) / elapsed:.0f}"),
-        ("latency p50", f"{statistics.median(ms):.1f} ms"),
-        ("latency p90", f"{percentile(ms, 90):.1f} ms"),
-        ("latency p99", f"{percentile(ms, 99):.1f} ms"),
-        ("latency max", f"{max(ms):.1f} ms"),
-        ("server CPU per 1000 requests", f"{1000 * server_cpu / max(1, len(ms)):.2f} s"),
-        ("load average (1 min)", f"{load:.1f}"),
-        ("failed answers", f"{len(failures)}"),
-        ("progress at the end", ", ".join(a["running_progress"] or a["status"] for a in after)),
-    ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
-    print(f"\ncommand: {' '.join([Path(sys.executable).name, 'hack/bench_shim.py', *sys.argv[1:]])}; cpus: {os.cpu_count()}")
+    def figures(m: dict) -> list[str]:
+        ms, elapsed = m["ms"], m["elapsed"]
+        return [f"{elapsed:.1f} s", f"{len(ms)}", f"{len(ms) / elapsed:.0f}", f"{statistics.median(ms):.1f} ms",
+                f"{percentile(ms, 90):.1f} ms", f"{percentile(ms, 99):.1f} ms", f"{max(ms):.1f} ms",
+                f"{1000 * m['cpu'] / max(1, len(ms)):.2f} s", f"{m['load']:.1f}", f"{len(m['failures'])}"]
+
+    names = ["duration", "requests", "requests/s", "latency p50", "latency p90", "latency p99", "latency max",
+             "server CPU per 1000 requests", "load average (1 min)", "failed answers"]
+    rows = list(zip(names, figures(progress), figures(peer)))
+    width = max(len(k) for k in names)
+    print(f"{args.clients} clients; {args.evaluations} evaluations running meanwhile (runner processes: {2 * args.evaluations})\n")
+    print(f"| {'measure':<{width}} | POST /evaluation_progress | peer: GET /healthz, same server |")
+    print(f"|{'-' * (width + 2)}|---|---|")
+    for key, value, floor in rows:
+        print(f"| {key:<{width}} | {value} | {floor} |")
+    print("\nprogress at the end: " + ", ".join(a["running_progress"] or a["status"] for a in after))
+    print(f"command: {' '.join([Path(sys.executable).name, 'hack/bench_shim.py', *sys.argv[1:]])}; cpus: {os.cpu_count()}")
+    failures = progress["failures"] + peer["failures"]
     if failures:
         print("first failure:", failures[0][:300])
     return 1 if failures else 0
