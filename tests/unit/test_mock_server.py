@@ -167,10 +167,11 @@ def test_command_line_rejects_bad_options_in_one_line(capsys, argv, message):
     assert message in err and "\n" not in err and "Traceback" not in err
 
 
-def test_benchmark_answers_need_data(capsys, monkeypatch):
-    monkeypatch.delenv("FLAGEVAL_DATA_DIR", raising=False)
+def test_benchmark_answers_need_data(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLAGEVAL_DATA_DIR", str(tmp_path / "absent"))  # where the evaluator would look too
     assert main(["--answerer", "benchmarks"]) == 2
-    assert "--data-dir" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert str(tmp_path / "absent") in err and "--data-dir" in err
 
 
 # -- a run killed with SIGKILL and started again --------------------------------------------------------------
