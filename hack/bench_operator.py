@@ -102,6 +102,16 @@ def wait(predicate, timeout: float, what: str, interval: float = 0.1) -> float:
 # -- HTTP: one pooled client, raw JSON (the generated models' deserialization would cost more CPU than the work measured)
 
 
+
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
 class ApiError(Exception):
     def __init__(self, status: int, body: bytes):
         super().__init__(f"HTTP {status}: {body[:300].decode(errors='replace')}")
@@ -456,12 +466,7 @@ class Bench:
             w.stop.set()
         self.stop_profiler()
         if self.operator is not None and self.operator.poll() is None:
-            self.operator.send_signal(signal.SIGTERM)
-            try:
-                self.operator.wait(30)
-            except subprocess.TimeoutExpired:
-                self.operator.kill()
-                self.operator.wait(10)
+            terminate(self.operator)
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self.plane is None:
             return
@@ -738,12 +743,7 @@ class Bench:
     def stop_operator(self) -> None:
         self.stop_profiler()
         self.rss.stop.set()
-        self.operator.send_signal(signal.SIGTERM)
-        try:
-            self.operator.wait(30)
-        except subprocess.TimeoutExpired:
-            self.operator.kill()
-            self.operator.wait(10)
+        terminate(self.operator)
 
     def peer_jobs(self) -> None:
         """The same Job manifests created straight from one client, same concurrency, in an unwatched namespace."""
