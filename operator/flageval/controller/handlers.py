@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -378,6 +379,32 @@ async def reconcile(key: Key) -> None:
     task.add_done_callback(lambda _t, key=key: STATE.patching.pop(key, None))
 
 
+class ReportsOf(Mapping):
+    """The task results of a namespace's Evaluations by (evaluation, evalModel, dataset), read on demand:
+    only a baseline in another Evaluation is ever looked up."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+
+    def __getitem__(self, key: tuple[str, str, str]) -> EvaluationTaskResult:
+        evaluation, eval_model, dataset = key
+        for report in STATE.reports.get((self.namespace, evaluation), {}).values():
+            labels = report["metadata"].get("labels") or {}
+            if labels.get(LABEL_EVAL_MODEL) == eval_model and labels.get(LABEL_DATASET) == dataset:
+                return EvaluationTaskResult.model_validate(report)
+        raise KeyError(key)
+
+    def __iter__(self):
+        for (ns, evaluation), reports in list(STATE.reports.items()):
+            if ns == self.namespace:
+                for report in reports.values():
+                    labels = report["metadata"].get("labels") or {}
+                    yield evaluation, labels.get(LABEL_EVAL_MODEL), labels.get(LABEL_DATASET)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def _new_status(key: Key, waiting: dict[tuple[str, str], str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(the Evaluation as last seen, the status it should have), or None when that is its status already."""
     body = STATE.evaluations.get(key)
@@ -392,7 +419,7 @@ def _new_status(key: Key, waiting: dict[tuple[str, str], str]) -> tuple[dict[str
         if LABEL_EVAL_MODEL in labels and LABEL_DATASET in labels:
             reports[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = EvaluationTaskResult.model_validate(report)
     others = [b for (ns, n), b in STATE.evaluations.items() if ns == namespace and n != name]
-    new = status_body(evaluation_status(body, jobs, reports, others, waiting=waiting, now=_now()))
+    new = status_body(evaluation_status(body, jobs, reports, others, others_reports=ReportsOf(namespace), waiting=waiting, now=_now()))
     return None if same_status(body.get("status") or {}, new) else (body, new)
 
 
