@@ -112,10 +112,6 @@ class Baseline:
     eval_model: str
     results: list[DatasetResult]
 
-    @property
-    def source(self) -> str:
-        return self.eval_model if self.evaluation is None else f"{self.evaluation}/{self.eval_model}"
-
 
 def find_baseline(key: str, spec: EvaluationSpec, own: Mapping[str, list[DatasetDetail]], others: Iterable[Mapping[str, Any]]) -> Baseline | None:
     """The baseline results for `key` (baseModelName, else model): this Evaluation's own '-nvidia-origin'
