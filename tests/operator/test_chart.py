@@ -482,7 +482,9 @@ def test_helm_install_runs_the_operator_as_a_pod_that_carries_an_evaluation_to_s
         finally:
             kube.core.delete_persistent_volume(claim["metadata"]["name"])
     assert healthz(health) is None
-    assert not kube.core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={release}").items
+    # The pod object goes once the node has seen its process end: a moment after the process.
+    wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={release}").items,
+             30, "the operator pod object to be removed")
     for name in (f"{release}-operator", f"{release}-operator-cluster", f"{release}-runner"):
         with pytest.raises(ApiException) as gone:
             kube.rbac.read_cluster_role(name)
