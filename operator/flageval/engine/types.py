@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ class Endpoint:
     thinking: bool = False
     request_timeout: float = 600.0  # one HTTP attempt; retry_time bounds the whole sample
 
-    @property
+    @cached_property  # read for every request body
     def kind(self) -> EndpointKind:
         return endpoint_kind(self.url)
 
