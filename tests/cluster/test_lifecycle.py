@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, config
-
 from support.cluster import HACK, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -24,9 +23,9 @@ pytestmark = pytest.mark.cluster
 PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
-def hack(env: dict[str, str], script: str, *args: str) -> str:
-    proc = subprocess.run([str(HACK / script), *args], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, f"hack/{script} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+def hack(env: dict[str, str], script: str, *args: str, expect: int = 0) -> str:
+    proc = subprocess.run([str(HACK / script), *args], check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == expect, f"hack/{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
 
@@ -105,10 +104,4 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind(control_plane, tmp_path
     assert not pids(state), "pid files left after down"
     busy = [port for port in ports if not port_free(port)]
     assert not busy, f"ports still bound after down: {busy}"
-    assert hack_status(env) == "stopped"
-
-
-def hack_status(env: dict[str, str]) -> str:
-    proc = subprocess.run([str(HACK / "control-plane"), "status"], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 1
-    return proc.stdout.strip()
+    assert hack(env, "control-plane", "status", expect=1).strip() == "stopped"
