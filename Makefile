@@ -31,3 +31,19 @@ cluster-up: install
 cluster-down:
 	-hack/node-agent stop
 	hack/control-plane down
+
+lint: install
+	$(BIN)/ruff check operator hack tests
+	$(BIN)/shellcheck --severity=style hack/control-plane hack/node-agent hack/kind-up.sh .ci/run
+	$(BIN)/hadolint runner_image/Dockerfile
+
+# CRDs (crds/ and the chart's copy) from flageval/api.
+crds: install
+	$(BIN)/python hack/gen_crds.py
+
+# Figures for the README's benchmark tables (each starts what it needs; the operator's its own control plane).
+bench: install
+	$(BIN)/python hack/bench_engine.py
+	$(BIN)/python hack/bench_mm.py
+	$(BIN)/python hack/bench_shim.py
+	$(BIN)/python hack/bench_operator.py

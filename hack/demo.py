@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from flageval.datasets import default_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent

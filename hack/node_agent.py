@@ -41,7 +41,7 @@ VENV_BIN = str(Path(sys.prefix) / "bin")  # the runner image's entry point, `fla
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Agent:
@@ -108,7 +108,7 @@ class Agent:
                 log.warning("heartbeat of %s failed: %s", node["name"], exc.reason)
 
     def renew_lease(self, name: str) -> None:
-        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
         try:
             self.coordination.patch_namespaced_lease(name, "kube-node-lease", {"spec": spec})
         except ApiException as exc:
@@ -133,7 +133,7 @@ class Agent:
                     if self.stopping.is_set():
                         return
                     self.handle(event["object"], deleted=event["type"] == "DELETED")
-            except Exception as exc:  # a broken watch is restarted; one bad pod never stops the agent
+            except Exception as exc:  # noqa: BLE001 - a broken watch is restarted; one bad pod never stops the agent
                 log.warning("pod watch restarted: %s", exc)
                 time.sleep(1)
 
@@ -323,7 +323,7 @@ class PodRunner:
     def spawn(self, container, volumes) -> subprocess.Popen:
         logs = self.dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        out = open(logs / f"{container.name}.log", "ab")
+        out = open(logs / f"{container.name}.log", "ab")  # noqa: SIM115 - the child inherits it for its lifetime
         workdir = container.working_dir or str(self.dir)
         if container.working_dir and not os.path.isdir(workdir) and not any(m.mount_path == workdir for m in container.volume_mounts or []):
             os.makedirs(workdir, exist_ok=True)
@@ -344,7 +344,7 @@ class PodRunner:
                     return self.finish({container.name: code}, failed_init=True)
             started = now()
             self.processes = {c.name: self.spawn(c, volumes) for c in self.pod.spec.containers}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever stops a start, the pod says why
             log.warning("pod %s could not start: %s", name, exc)
             return self.patch_status({"phase": "Failed", "reason": "StartError", "message": str(exc)[:500], "hostIP": "127.0.0.1", "podIP": "127.0.0.1"})
         self.patch_status({"phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],

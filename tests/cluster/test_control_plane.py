@@ -9,7 +9,6 @@ import uuid
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
 from support.cluster import wait_for
 
 pytestmark = pytest.mark.cluster

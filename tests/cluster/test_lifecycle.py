@@ -9,24 +9,17 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
-from support.cluster import HACK, wait_for
+from support.cluster import hack, wait_for
 
 pytestmark = pytest.mark.cluster
 
 PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-
-
-def hack(env: dict[str, str], script: str, *args: str, expect: int = 0) -> str:
-    proc = subprocess.run([str(HACK / script), *args], check=False, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == expect, f"hack/{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def pids(state: Path) -> dict[str, int]:
@@ -65,22 +58,22 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind(control_plane, tmp_path
     state = tmp_path / "state"
     env = {**os.environ, "FLAGEVAL_STATE": str(state)}
     env.pop("KUBECONFIG", None)
-    first = hack(env, "control-plane", "up")
+    first = hack("control-plane", "up", env=env)
     assert f"KUBECONFIG={state}/kubeconfig" in first.splitlines()
     started = pids(state)
     assert set(started) == set(PLANE)
     ports = set().union(*(listening_ports(pid) for pid in started.values()))
     assert len(ports) >= 3, ports  # etcd client + peer, API server
 
-    assert hack(env, "control-plane", "up") == first
+    assert hack("control-plane", "up", env=env) == first
     assert pids(state) == started, "a second `up` must keep the running processes"
-    assert hack(env, "control-plane", "status").strip() == "running"
+    assert hack("control-plane", "status", env=env).strip() == "running"
 
     # The node agent and one pod process, so that `down` has children to take with it.
     env["KUBECONFIG"] = str(state / "kubeconfig")
-    hack(env, "node-agent", "start")
+    hack("node-agent", "start", env=env)
     agent = pids(state)["node-agent"]
-    assert "running" in hack(env, "node-agent", "start") and pids(state)["node-agent"] == agent
+    assert "running" in hack("node-agent", "start", env=env) and pids(state)["node-agent"] == agent
     pod_pid_file = tmp_path / "pod.pid"
     core = client.CoreV1Api(config.new_client_from_config(str(state / "kubeconfig")))
     wait_for(lambda: core.read_namespaced_service_account("default", "default"), 60, "the default service account")
@@ -92,8 +85,8 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind(control_plane, tmp_path
     pod_pid = int(wait_for(lambda: pod_pid_file.exists() and pod_pid_file.read_text(), 60, "the pod's process"))
     assert running(pod_pid)
 
-    hack(env, "node-agent", "stop")
-    hack(env, "control-plane", "down")
+    hack("node-agent", "stop", env=env)
+    hack("control-plane", "down", env=env)
 
     deadline = time.monotonic() + 10  # a process may still be reaped by init a moment after `down` returns
     left = [pid for pid in (*started.values(), agent, pod_pid) if running(pid)]
@@ -104,4 +97,4 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind(control_plane, tmp_path
     assert not pids(state), "pid files left after down"
     busy = [port for port in ports if not port_free(port)]
     assert not busy, f"ports still bound after down: {busy}"
-    assert hack(env, "control-plane", "status", expect=1).strip() == "stopped"
+    assert hack("control-plane", "status", env=env, expect=1).strip() == "stopped"

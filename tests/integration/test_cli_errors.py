@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import pytest
-
 from flageval.mock_model.server import serve_in_thread
 
 
 def flageval(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flageval.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "flageval.cli", *args], check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def closed_port() -> int:

@@ -59,3 +59,13 @@ def test_dockerfile_is_hadolint_clean():
     hadolint = Path(sys.executable).parent / "hadolint"
     proc = subprocess.run([str(hadolint), str(ROOT / "runner_image/Dockerfile")], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_sources_are_lint_clean():
+    """ruff on the Python sources, shellcheck on the shell scripts, as `make lint` runs them."""
+    tools = Path(sys.executable).parent
+    ruff = subprocess.run([str(tools / "ruff"), "check", "operator", "hack", "tests"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+    scripts = ["hack/control-plane", "hack/node-agent", "hack/kind-up.sh", ".ci/run"]
+    shellcheck = subprocess.run([str(tools / "shellcheck"), "--severity=style", *scripts], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert shellcheck.returncode == 0, shellcheck.stdout + shellcheck.stderr

@@ -31,7 +31,7 @@ class ControlPlane:
     env: dict[str, str]
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.kubectl_path, *args], input=input, capture_output=True, text=True, env=self.env, timeout=timeout)
+        proc = subprocess.run([self.kubectl_path, *args], check=False, input=input, capture_output=True, text=True, env=self.env, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc
@@ -61,7 +61,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, message: str = "
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # the API may answer 429/404 for a moment; keep polling
+        except Exception as exc:  # noqa: BLE001 - the API may answer 429/404 for a moment; keep polling
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {message}" + (f" (last error: {last_error})" if last_error else ""))
@@ -79,10 +79,11 @@ def results_claim(kube, namespace: str, name: str = "flageval-results") -> str:
     return name
 
 
-def _hack(script: str, *args: str, env: dict[str, str]) -> str:
-    proc = subprocess.run([str(HACK / script), *args], capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"hack/{script} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+def hack(script: str, *args: str, env: dict[str, str], expect: int = 0) -> str:
+    """stdout of hack/<script> <args>; fails unless it exits with `expect`."""
+    proc = subprocess.run([str(HACK / script), *args], check=False, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != expect:
+        raise RuntimeError(f"hack/{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
 
 
@@ -90,14 +91,14 @@ def _hack(script: str, *args: str, env: dict[str, str]) -> str:
 def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
     state = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "FLAGEVAL_STATE": str(state)}
-    _hack("control-plane", "build", env=env)
+    hack("control-plane", "build", env=env)
     try:
-        lines = dict(line.split("=", 1) for line in _hack("control-plane", "up", env=env).splitlines() if "=" in line)
+        lines = dict(line.split("=", 1) for line in hack("control-plane", "up", env=env).splitlines() if "=" in line)
         env.update(lines)
         plane = ControlPlane(state, Path(lines["KUBECONFIG"]), lines["FLAGEVAL_KUBECTL"], lines["FLAGEVAL_HELM"], env)
         yield plane
     finally:
-        _hack("control-plane", "down", env=env)
+        hack("control-plane", "down", env=env)
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +110,7 @@ def kube(control_plane) -> Kube:
 
 @pytest.fixture(scope="session")
 def node_agent(control_plane, kube) -> Iterator[ControlPlane]:
-    _hack("node-agent", "start", env=control_plane.env)
+    hack("node-agent", "start", env=control_plane.env)
     try:
         def nodes_ready():
             nodes = kube.core.list_node().items
@@ -121,7 +122,7 @@ def node_agent(control_plane, kube) -> Iterator[ControlPlane]:
         wait_for(lambda: kube.core.read_namespaced_service_account("default", "default"), 60, "the default service account")
         yield control_plane
     finally:
-        _hack("node-agent", "stop", env=control_plane.env)
+        hack("node-agent", "stop", env=control_plane.env)
 
 
 @pytest.fixture

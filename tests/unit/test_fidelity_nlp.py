@@ -12,14 +12,13 @@ import pytest
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import lm_eval  # noqa: E402
-import yaml  # noqa: E402
-from lm_eval.api.instance import Instance  # noqa: E402
-from lm_eval.api.task import ConfigurableTask  # noqa: E402
-from lm_eval.models.openai_completions import LocalCompletionsAPI  # noqa: E402
-
-from flageval.datasets import default_data_dir, get_dataset  # noqa: E402
-from flageval.engine.types import Reply  # noqa: E402
+import lm_eval
+import yaml
+from flageval.datasets import default_data_dir, get_dataset
+from flageval.engine.types import Reply
+from lm_eval.api.instance import Instance
+from lm_eval.api.task import ConfigurableTask
+from lm_eval.models.openai_completions import LocalCompletionsAPI
 
 DATA = default_data_dir()
 TASKS = Path(lm_eval.__file__).parent / "tasks"
@@ -112,7 +111,7 @@ def test_gsm8k_prompts_equal_lm_eval_chat_messages():
 @pytest.mark.parametrize("generative", [False, True])
 def test_mmlu_prompts_equal_lm_eval(generative):
     kind, mode = ("chat", "generative") if generative else ("completions", "loglikelihood")
-    dataset, items = ours("mmlu", kind, 20, mode)
+    _, items = ours("mmlu", kind, 20, mode)
     for subject in SUBJECTS:
         task = lm_eval_mmlu(subject, 20, generative, chat=generative)
         mine = [item for item in items if item.meta["subject"] == subject]

@@ -1,7 +1,6 @@
 """The reference model's intended accuracy is what our datasets score its answers (no HTTP)."""
 
 import pytest
-
 from flageval.datasets import default_data_dir, get_dataset
 from flageval.engine.types import Reply
 from flageval.mock_model.answers import default_answerer, intended_accuracy

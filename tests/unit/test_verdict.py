@@ -3,10 +3,9 @@
 import random
 
 import pytest
-from scipy.stats import binomtest
-
 from flageval.api import DatasetResult, SampleRecord, Status
 from flageval.verdict import judge, mcnemar_exact, paired_test
+from scipy.stats import binomtest
 
 
 def result(name, acc, status=Status.SUCCESS):

@@ -114,7 +114,7 @@ def unpack_verdicts(packed: str) -> str:
     if len(raw) != 4 + 2 * size:
         raise ValueError("not packed sample verdicts: wrong length")
     right, scored = raw[4:4 + size], raw[4 + size:]
-    bit = lambda data, i: data[i >> 3] >> (7 - (i & 7)) & 1  # noqa: E731
+    bit = lambda data, i: data[i >> 3] >> (7 - (i & 7)) & 1
     return "".join(("1" if bit(right, i) else "0") if bit(scored, i) else "-" for i in range(n))
 
 

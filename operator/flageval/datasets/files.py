@@ -11,7 +11,7 @@ from flageval.datasets.base import DatasetError
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 - opened apart from reading, to name the cause
     except FileNotFoundError:
         raise DatasetError(f"{path} is missing") from None
     except OSError as exc:

@@ -10,7 +10,12 @@ from pathlib import Path
 from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
 from flageval.datasets.files import read_jsonl
-from flageval.datasets.harness import cut_at_stop, exact_match, mean_percent, regex_filter
+from flageval.datasets.harness import (
+    cut_at_stop,
+    exact_match,
+    mean_percent,
+    regex_filter,
+)
 from flageval.engine.types import EndpointKind, Reply, WorkItem
 
 # lm_eval/tasks/gsm8k/gsm8k.yaml

@@ -17,7 +17,12 @@ from pathlib import Path
 from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
 from flageval.datasets.files import read_csv
-from flageval.datasets.harness import cut_at_stop, exact_match, mean_percent, regex_filter
+from flageval.datasets.harness import (
+    cut_at_stop,
+    exact_match,
+    mean_percent,
+    regex_filter,
+)
 from flageval.engine.types import EndpointKind, Reply, WorkItem
 
 HEADER = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]

@@ -42,19 +42,19 @@ class BarReporter:
 
 
 def _eval_info(args: argparse.Namespace) -> EvalInfo:
-    fields = dict(
-        eval_model=args.eval_model or args.model,
-        model=args.model,
-        eval_url=args.url,
-        tokenizer=args.tokenizer,
-        api_key=args.api_key,
-        batch_size=args.batch_size,
-        num_concurrent=args.num_concurrent,
-        num_retry=args.num_retry,
-        gen_kwargs=args.gen_kwargs,
-        thinking=args.thinking,
-        retry_time=args.retry_time,
-    )
+    fields = {
+        "eval_model": args.eval_model or args.model,
+        "model": args.model,
+        "eval_url": args.url,
+        "tokenizer": args.tokenizer,
+        "api_key": args.api_key,
+        "batch_size": args.batch_size,
+        "num_concurrent": args.num_concurrent,
+        "num_retry": args.num_retry,
+        "gen_kwargs": args.gen_kwargs,
+        "thinking": args.thinking,
+        "retry_time": args.retry_time,
+    }
     if args.chip:
         fields["chip"] = args.chip
     return EvalInfo(**fields)
