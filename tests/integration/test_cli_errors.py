@@ -1,21 +1,16 @@
 """Bad input to `flageval eval`: a one-line error naming the cause, a non-zero exit, no traceback."""
 
-import socket
 import subprocess
 import sys
 
 import pytest
 from flageval.mock_model.server import serve_in_thread
+from support.net import free_port
 
 
 def flageval(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flageval.cli", *args], check=False, capture_output=True, text=True, timeout=timeout)
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +39,7 @@ def test_malformed_gen_kwargs(mock, tmp_path):
 
 
 def test_unreachable_host(tmp_path):
-    url = f"http://127.0.0.1:{closed_port()}/v1/chat/completions"
+    url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
     proc = flageval("eval", "--url", url, "--model", "m", "--datasets", "gsm8k", "--output", str(tmp_path))
     assert_clean_error(proc, "cannot connect", "127.0.0.1")
 

@@ -16,14 +16,10 @@ from flageval.mock_model.answers import default_answerer, intended_accuracy
 from flageval.mock_model.server import FaultPlan, serve_in_thread
 from flageval.results import read_result, run_paths
 from prometheus_client.parser import text_string_to_metric_families
+from support.net import free_port
 
 DATA = default_data_dir()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def runner(url: str, output, *args: str, **env: str) -> subprocess.Popen:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from flageval.api.crd import CRDS
 from flageval.controller.jobs import RUNNER_RULES
 from kubernetes.client.rest import ApiException
 from support.cluster import wait_for
+from support.net import free_port
 
 
 @pytest.fixture(scope="session")
@@ -47,11 +47,6 @@ def runner_role(kube, crds):
             raise
     return "flageval-runner"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port
 from flageval.controller.jobs import RUNNER_RULES
 from flageval.controller.settings import Settings
 from flageval.datasets import default_data_dir
@@ -24,6 +23,7 @@ from flageval.mock_model.answers import default_answerer, intended_accuracy
 from flageval.mock_model.server import serve_in_thread
 from kubernetes.client.rest import ApiException
 from support.cluster import HACK, ROOT, wait_for
+from support.net import free_port
 
 CHART = ROOT / "charts/flageval-operator"
 DATA = default_data_dir()

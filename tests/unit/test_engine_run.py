@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 import time
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from support.engine_helpers import (
     essence,
     run,
 )
+from support.net import free_port
 
 
 def chat_endpoint(url, **fields) -> Endpoint:
@@ -39,11 +39,6 @@ class FirstAttemptFails(FaultPlan):
     def pick(self, key: str, nth: int) -> str | None:
         return self.kind if nth == 0 else None
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- a clean run, and the same records under every kind of fault ---------------------------------------
