@@ -233,6 +233,36 @@ def test_caps_on_running_jobs_hold_the_rest_pending(kube, namespace, start_opera
     assert len(kube.batch.list_namespaced_job(namespace).items) == 6
 
 
+def test_a_job_the_server_refuses_is_explained_and_created_once_allowed(kube, namespace, start_operator):
+    """A ResourceQuota allows one Job: the other dataset says why it waits (and one Warning Event says it
+    too), and its Job is created as soon as the quota allows it."""
+    results_claim(kube, namespace)
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "jobs"}, "spec": {"hard": {"count/jobs.batch": "1"}}}
+    kube.core.create_namespaced_resource_quota(namespace, quota)
+    wait_for(lambda: (kube.core.read_namespaced_resource_quota("jobs", namespace).status.hard or {}).get("count/jobs.batch"), 60,
+             "the quota to be computed")
+    start_operator(namespace)
+    with serve_in_thread(default_answerer(DATA, ACCURACY, 5)) as model:
+        kube.custom.create_namespaced_custom_object(G, V, namespace, P, single("quota", model.chat_url, {"datasets": ["gsm8k", "mmlu"], "limit": 2}))
+
+        def refused(status):
+            details = [d for r in status.get("evalResults") or [] for d in r["details"]]
+            return [d for d in details if d["status"] == "P" and "exceeded quota" in d.get("message", "")]
+        status = wait_status(kube, namespace, "quota", refused, 120, "a dataset waiting on the quota")
+        (detail,) = refused(status)
+        assert detail["message"].startswith("Job not created yet: HTTP 403: ") and "count/jobs.batch" in detail["message"]
+        assert len(kube.batch.list_namespaced_job(namespace).items) == 1
+        time.sleep(3)  # a few retries later
+        warnings = [e for e in events(kube, namespace, "quota", {"JobNotCreated"}) if e.reason == "JobNotCreated"]
+        assert len(warnings) == 1 and warnings[0].type == "Warning" and "exceeded quota" in warnings[0].message
+
+        kube.core.patch_namespaced_resource_quota("jobs", namespace, {"spec": {"hard": {"count/jobs.batch": "5"}}})
+        status = wait_status(kube, namespace, "quota", lambda s: s.get("phase") in ("Succeeded", "Failed"), 180, "the Evaluation to finish")
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert len(kube.batch.list_namespaced_job(namespace).items) == 2
+    assert all(d["accuracy"] == intended_accuracy(d["dataset"], DATA, ACCURACY, 5, 2) for d in status["evalResults"][0]["details"])
+
+
 def test_mm_evaluation_runs_mathvision_with_pictures_and_a_verdict(kube, namespace, start_operator):
     if not (DATA / "mathvision" / "testmini.jsonl").is_file():
         pytest.skip("no MathVision data")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import json
 import logging
 import time
 from collections import defaultdict
@@ -51,6 +52,7 @@ JOBS_CREATED = Counter("flageval_jobs_created", "Runner Jobs created")
 STATUS_PATCHES = Counter("flageval_status_patches", "Evaluation status patches")
 RECONCILE_SECONDS = Histogram("flageval_reconcile_seconds", "Time to reconcile one Evaluation")
 PATCHES_IN_FLIGHT = 8  # status patches sent at once, on their own threads: the loop never waits for one
+CREATES_IN_FLIGHT = 8  # Job creations sent at once, likewise
 
 Key = tuple[str, str]  # (namespace, evaluation)
 
@@ -71,6 +73,11 @@ class State:
         self.manifests: dict[Key, tuple[tuple[str, int | None], EvaluationSpec, list[dict[str, Any]]]] = {}
         self.patch_slots = asyncio.Semaphore(PATCHES_IN_FLIGHT)
         self.patch_pool: ThreadPoolExecutor | None = None
+        # Jobs decided on and being created: their manifests stand in STATE.jobs (and count against the
+        # caps) until the API server has answered.
+        self.creating: dict[tuple[Key, str], asyncio.Task] = {}
+        self.create_errors: dict[tuple[Key, str], str] = {}  # why a Job could not be created, until it is
+        self.create_pool: ThreadPoolExecutor | None = None
         self.rbac_done: set[str] = set()
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -121,6 +128,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.batch, STATE.core = client.BatchV1Api(), client.CoreV1Api()
     STATE.custom, STATE.rbac = client.CustomObjectsApi(), client.RbacAuthorizationV1Api()
     STATE.patch_pool = ThreadPoolExecutor(PATCHES_IN_FLIGHT, thread_name_prefix="status-patch")
+    STATE.create_pool = ThreadPoolExecutor(CREATES_IN_FLIGHT, thread_name_prefix="job-create")
     # Jobs that exist before the watch reports them still count against the caps.
     if WATCHED_NAMESPACES:  # no cluster-wide right needed for an operator of a few namespaces
         lists = [await asyncio.to_thread(STATE.batch.list_namespaced_job, ns, label_selector=LABEL_EVALUATION) for ns in WATCHED_NAMESPACES]
@@ -139,10 +147,12 @@ async def cleanup(**_: Any) -> None:
     if STATE.task is not None:
         STATE.task.cancel()
         await asyncio.gather(STATE.task, return_exceptions=True)
-    if STATE.patching:  # let the status patches in flight finish
-        await asyncio.wait(list(STATE.patching.values()), timeout=10)
-    if STATE.patch_pool is not None:
-        STATE.patch_pool.shutdown(wait=False, cancel_futures=True)
+    in_flight = [*STATE.patching.values(), *STATE.creating.values()]
+    if in_flight:  # let the status patches and Job creations under way finish
+        await asyncio.wait(in_flight, timeout=10)
+    for pool in (STATE.patch_pool, STATE.create_pool):
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 @kopf.on.probe(id="evaluations")
@@ -168,6 +178,8 @@ async def evaluation_event(event: dict[str, Any], **_: Any) -> None:
         STATE.last_patch.pop(key, None)
         STATE.later.pop(key, None)
         STATE.manifests.pop(key, None)
+        for job_key in [k for k in STATE.create_errors if k[0] == key]:
+            del STATE.create_errors[job_key]
         return
     before = STATE.evaluations.get(key)
     STATE.evaluations[key] = body
@@ -327,7 +339,9 @@ async def reconcile(key: Key) -> None:
         return
     mine = STATE.jobs[key]
 
-    for job in list(mine.values()):
+    for job_name, job in list(mine.items()):
+        if (key, job_name) in STATE.creating:
+            continue  # looked at again once created
         state = JobState.of(job)
         if not state.finished and state.suspended != spec.suspend:
             await _call(STATE.batch.patch_namespaced_job, state.name, namespace, {"spec": {"suspend": spec.suspend}})
@@ -344,19 +358,18 @@ async def reconcile(key: Key) -> None:
             if job_name in mine:
                 continue
             labels = manifest["metadata"]["labels"]
+            error = STATE.create_errors.get((key, job_name))
+            if error:
+                waiting[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = f"Job not created yet: {error}"
             if running_mine >= s.max_running_jobs_per_evaluation or running_all >= s.max_running_jobs:
                 waiting[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = (
                     f"waiting for a free slot ({running_mine}/{s.max_running_jobs_per_evaluation} running in this Evaluation, "
                     f"{running_all}/{s.max_running_jobs} in the cluster)")
                 continue
-            try:
-                created = await _call(STATE.batch.create_namespaced_job, namespace, manifest)
-                mine[job_name] = client.ApiClient().sanitize_for_serialization(created)
-                JOBS_CREATED.inc()
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                mine[job_name] = copy.deepcopy(manifest)  # exists already: created before a restart
+            mine[job_name] = placeholder = copy.deepcopy(manifest)
+            task = asyncio.create_task(_create_job(key, placeholder))
+            STATE.creating[(key, job_name)] = task
+            task.add_done_callback(lambda _t, k=(key, job_name): STATE.creating.pop(k, None))
             running_mine += 1
             running_all += 1
     if waiting:
@@ -377,6 +390,50 @@ async def reconcile(key: Key) -> None:
     task = asyncio.create_task(_patch_status(key, waiting))
     STATE.patching[key] = task
     task.add_done_callback(lambda _t, key=key: STATE.patching.pop(key, None))
+
+
+async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
+    """Create one Job beside the loop; its placeholder in STATE.jobs gives way to what the server made
+    (unless the watch has shown the Job already), or is dropped when creation failed (retried later)."""
+    namespace, name = key[0], placeholder["metadata"]["name"]
+    mine = STATE.jobs[key]
+    try:
+        created = await asyncio.get_running_loop().run_in_executor(
+            STATE.create_pool, STATE.batch.create_namespaced_job, namespace, placeholder)
+    except asyncio.CancelledError:
+        raise
+    except ApiException as exc:
+        if exc.status == 409:  # exists already: created before a restart; the watch brings it
+            STATE.create_errors.pop((key, name), None)
+            return
+        error = f"HTTP {exc.status}: {_api_message(exc)}"
+    except Exception as exc:  # whatever it is, the Evaluation says so and it is tried again
+        log.exception("creating Job %s/%s failed", namespace, name)
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        JOBS_CREATED.inc()
+        if mine.get(name) is placeholder:
+            mine[name] = client.ApiClient().sanitize_for_serialization(created)
+        STATE.create_errors.pop((key, name), None)
+        STATE.touch(key)  # a suspend asked for meanwhile is applied now
+        return
+    if mine.get(name) is placeholder:
+        del mine[name]
+    if STATE.create_errors.get((key, name)) != error:  # said once, not at every retry
+        log.error("cannot create Job %s/%s: %s; retrying", namespace, name, error)
+        body = STATE.evaluations.get(key)
+        if body is not None:
+            await post_event(body, "JobNotCreated", f"Job {name}: {error}", "Warning")
+    STATE.create_errors[(key, name)] = error
+    STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + 1.0)
+
+
+def _api_message(exc: ApiException) -> str:
+    """The Status message the API server gave (e.g. a quota exceeded), else the HTTP reason."""
+    try:
+        return json.loads(exc.body).get("message") or exc.reason
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
 
 
 class ReportsOf(Mapping):

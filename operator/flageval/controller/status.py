@@ -68,7 +68,7 @@ def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskRe
     outcome = report.result if report else None
     if job is None:
         return DatasetDetail(dataset=dataset, status=Status.CANCELLED if suspend else Status.PENDING,
-                             message="" if suspend else waiting)
+                             message="" if suspend else waiting or "waiting for a free slot")
     if job.complete:
         if outcome is not None and outcome.status == Status.SUCCESS:
             return DatasetDetail(dataset=dataset, status=Status.SUCCESS, progress=outcome.progress or progress, accuracy=outcome.accuracy)
@@ -83,7 +83,8 @@ def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskRe
         return DatasetDetail(dataset=dataset, status=Status.CANCELLED, progress=progress)
     if job.active or report is not None:
         return DatasetDetail(dataset=dataset, status=Status.RUNNING, progress=progress)
-    return DatasetDetail(dataset=dataset, status=Status.PENDING, message="waiting for a node")
+    # Not started: a Job being created again after a refusal says why (`waiting`), else it waits for a node.
+    return DatasetDetail(dataset=dataset, status=Status.PENDING, message=waiting or "waiting for a node")
 
 
 def results_of(details: Iterable[DatasetDetail]) -> list[DatasetResult]:
@@ -187,7 +188,7 @@ def evaluation_status(
     own = {
         info.eval_model: [
             _dataset_detail(ds, jobs.get((info.eval_model, ds)), reports.get((info.eval_model, ds)), spec.suspend,
-                            waiting.get((info.eval_model, ds), "waiting for a free slot"))
+                            waiting.get((info.eval_model, ds), ""))
             for ds in datasets
         ]
         for info in spec.eval_infos
