@@ -398,8 +398,7 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
     namespace, name = key[0], placeholder["metadata"]["name"]
     mine = STATE.jobs[key]
     try:
-        created = await asyncio.get_running_loop().run_in_executor(
-            STATE.create_pool, STATE.batch.create_namespaced_job, namespace, placeholder)
+        created = await asyncio.get_running_loop().run_in_executor(STATE.create_pool, _create_job_json, namespace, placeholder)
     except asyncio.CancelledError:
         raise
     except ApiException as exc:
@@ -413,7 +412,7 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
     else:
         JOBS_CREATED.inc()
         if mine.get(name) is placeholder:
-            mine[name] = client.ApiClient().sanitize_for_serialization(created)
+            mine[name] = created
         STATE.create_errors.pop((key, name), None)
         STATE.touch(key)  # a suspend asked for meanwhile is applied now
         return
@@ -426,6 +425,12 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
             await post_event(body, "JobNotCreated", f"Job {name}: {error}", "Warning")
     STATE.create_errors[(key, name)] = error
     STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + 1.0)
+
+
+def _create_job_json(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The created Job as the server's JSON: the client's model classes would cost more CPU than the call."""
+    response = STATE.batch.create_namespaced_job(namespace, manifest, _preload_content=False)
+    return json.loads(response.data)
 
 
 def _api_message(exc: ApiException) -> str:
