@@ -177,6 +177,14 @@ def _pid_alive(pid: int, marker: str) -> bool:
     return marker in cmdline and "runner" in cmdline
 
 
+@dataclass
+class _Runner:
+    """One running `flageval runner` process and the task that waits for it."""
+
+    proc: asyncio.subprocess.Process
+    watcher: asyncio.Task
+
+
 class LocalBackend:
     name = "local"
 
@@ -185,9 +193,8 @@ class LocalBackend:
         self.data_dir = Path(settings.data_dir) if settings.data_dir is not None else default_data_dir()
         self.root = Path(settings.state_dir)
         self.evaluations: dict[str, LocalEvaluation] = {}
-        self.procs: dict[tuple[str, str], asyncio.subprocess.Process] = {}
-        self._watchers: set[asyncio.Task] = set()
-        self._watching: dict[tuple[str, str], asyncio.Task] = {}  # (request_id, task key) → its runner's watcher
+        self.runners: dict[tuple[str, str], _Runner] = {}  # (request_id, task key) → its runner, until it exits
+        self._watchers: set[asyncio.Task] = set()  # until each has taken its runner's result too
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task | None = None
         self._closing = False
@@ -286,14 +293,14 @@ class LocalBackend:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
-        for proc in list(self.procs.values()):
+        for runner in list(self.runners.values()):
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                runner.proc.send_signal(signal.SIGTERM)
         if self._watchers:
             _, pending = await asyncio.wait(list(self._watchers), timeout=self.settings.grace_seconds)
-            for proc in list(self.procs.values()):
+            for runner in list(self.runners.values()):
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                    runner.proc.kill()
             if pending:
                 await asyncio.wait(pending, timeout=5)
         for ev in self.evaluations.values():
@@ -347,14 +354,13 @@ class LocalBackend:
             if task.status == Status.PENDING:
                 task.status = Status.CANCELLED
             elif task.status == Status.RUNNING:
-                proc = self.procs.get((request_id, task.key))
-                if proc is not None and proc.returncode is None:
+                runner = self.runners.get((request_id, task.key))
+                if runner is not None and runner.proc.returncode is None:
                     task.stopping = True
                     with contextlib.suppress(ProcessLookupError):
-                        proc.send_signal(signal.SIGTERM)
-                    asyncio.get_running_loop().call_later(self.settings.grace_seconds, self._kill_if_running, proc)
-                    if (watcher := self._watching.get((request_id, task.key))) is not None:
-                        ending.append(watcher)
+                        runner.proc.send_signal(signal.SIGTERM)
+                    asyncio.get_running_loop().call_later(self.settings.grace_seconds, self._kill_if_running, runner.proc)
+                    ending.append(runner.watcher)
         self._save(ev)
         # Answer once the runners have journaled and exited (SIGKILL after the grace period): from then on
         # nothing of a stopped evaluation moves.
@@ -464,7 +470,7 @@ class LocalBackend:
                 log.exception("scheduling failed")
 
     async def _fill(self) -> None:
-        running = len(self.procs)
+        running = len(self.runners)
         for ev in self.evaluations.values():  # in creation order: earlier evaluations first
             if ev.suspended:
                 continue
@@ -518,13 +524,11 @@ class LocalBackend:
         task.status, task.pid, task.stopping = Status.RUNNING, proc.pid, False
         task.attempts += 1
         task.message = ""
-        self.procs[(ev.request_id, task.key)] = proc
         self._save(ev)
         log.info("evaluation %s: %s started (pid %d, attempt %d)", ev.request_id, task.key, proc.pid, task.attempts)
-        watcher = asyncio.create_task(self._watch(ev, task, proc))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
-        self._watching[(ev.request_id, task.key)] = watcher
+        runner = self.runners[(ev.request_id, task.key)] = _Runner(proc, asyncio.create_task(self._watch(ev, task, proc)))
+        self._watchers.add(runner.watcher)
+        runner.watcher.add_done_callback(self._watchers.discard)
         if ev.suspended:  # stopped while the process was being started
             task.stopping = True
             with contextlib.suppress(ProcessLookupError):
@@ -540,9 +544,8 @@ class LocalBackend:
 
     async def _watch(self, ev: LocalEvaluation, task: Task, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
-        self.procs.pop((ev.request_id, task.key), None)
-        if self._watching.get((ev.request_id, task.key)) is asyncio.current_task():
-            del self._watching[(ev.request_id, task.key)]
+        if (runner := self.runners.get((ev.request_id, task.key))) is not None and runner.proc is proc:
+            del self.runners[(ev.request_id, task.key)]
         if self._closing and not task.stopping:
             return  # stays R on disk: the next server continues it
         task.pid = None
