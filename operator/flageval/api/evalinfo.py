@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -11,7 +12,31 @@ BASELINE_SUFFIX = "-nvidia-origin"
 CHIP_PATTERN = r"^[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
-class EvalInfo(BaseModel):
+class ServiceNames:
+    """What the names of a model service say: whether it is a baseline, what baselines match it on, its
+    chip's vendor. Shared by EvalInfo and the Evaluation's evalInfos entries (which declare the fields)."""
+
+    if TYPE_CHECKING:
+        eval_model: str
+        model: str
+        base_model_name: str | None
+        chip: str
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.eval_model.endswith(BASELINE_SUFFIX)
+
+    @property
+    def baseline_key(self) -> str:
+        """What baselines are matched on: base_model_name, else the served model name."""
+        return self.base_model_name or self.model
+
+    @property
+    def chip_vendor(self) -> str:
+        return self.chip.split("-", 1)[0].lower()
+
+
+class EvalInfo(ServiceNames, BaseModel):
     """A model service (one chip) to evaluate; field names and defaults as FlagEval documents them."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -48,19 +73,6 @@ class EvalInfo(BaseModel):
 
         parse_gen_kwargs(value)  # raises ValueError naming the bad pair
         return value
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.eval_model.endswith(BASELINE_SUFFIX)
-
-    @property
-    def baseline_key(self) -> str:
-        """What baselines are matched on: base_model_name, else the served model name."""
-        return self.base_model_name or self.model
-
-    @property
-    def chip_vendor(self) -> str:
-        return self.chip.split("-", 1)[0].lower()
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from flageval.api.evalinfo import BASELINE_SUFFIX, CHIP_PATTERN, EvalInfo
+from flageval.api.evalinfo import BASELINE_SUFFIX, CHIP_PATTERN, EvalInfo, ServiceNames
 from flageval.api.results import (
     DatasetResult,
     Progress,
@@ -71,7 +71,7 @@ class SecretKeyRef(CamelModel):
     key: str = Field(default="api_key", min_length=1, max_length=253, description="Key within the Secret whose value is the API key.")
 
 
-class EvalInfoSpec(CamelModel):
+class EvalInfoSpec(ServiceNames, CamelModel):
     """A model service (one chip) to evaluate: FlagEval's eval_info in camelCase, the key by reference."""
 
     eval_model: str = Field(
@@ -105,18 +105,6 @@ class EvalInfoSpec(CamelModel):
         """The runner's EvalInfo; EvalInfo's own validation applies (URL, gen_kwargs, bounds)."""
         fields = self.model_dump(exclude={"api_key_secret_ref"})
         return EvalInfo.model_validate({**fields, "api_key": api_key})
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.eval_model.endswith(BASELINE_SUFFIX)
-
-    @property
-    def baseline_key(self) -> str:
-        return self.base_model_name or self.model
-
-    @property
-    def chip_vendor(self) -> str:
-        return self.chip.split("-", 1)[0].lower()
 
 
 _IMMUTABLE = ("domain", "mode", "datasets", "limit", "region", "evalInfos")
