@@ -192,6 +192,7 @@ class PodRunner:
         self.deleting = False
         self.stopped = threading.Event()
         self.restarts: dict[str, int] = {}
+        self.envs: dict[str, dict[str, str]] = {}  # container name → its environment, resolved before any starts
 
     # -- volumes and env ----------------------------------------------------------------------------
 
@@ -230,6 +231,34 @@ class PodRunner:
                             (target / key).write_bytes(base64.b64decode(value))
             paths[volume.name] = target
         return paths
+
+    def prepare(self) -> dict[str, Path] | None:
+        """Volumes and every container's env, waited for as a kubelet does: a ConfigMap, Secret or key that
+        is not there yet (kube-root-ca.crt lags a new namespace a moment) keeps the pod Pending, saying so,
+        until it appears. None once the pod is deleted meanwhile."""
+        delay, said = 0.5, None
+        while not self.deleting:
+            try:
+                volumes = self.volumes()
+                self.envs = {c.name: self.env(c) for c in [*(self.pod.spec.init_containers or []), *self.pod.spec.containers]}
+                return volumes
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                message = _status_message(exc)
+            except KeyError as exc:
+                message = f"couldn't find key {exc}"
+            if message != said:
+                log.info("pod %s waits: %s", self.pod.metadata.name, message)
+                self.patch_status({"phase": "Pending", "conditions": self.conditions(False), "containerStatuses": [
+                    self.container_status(c, {"waiting": {"reason": "CreateContainerConfigError", "message": message}}, False)
+                    for c in self.pod.spec.containers]})
+                said = message
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not self.deleting:
+                time.sleep(0.1)
+            delay = min(delay * 2, 5.0)
+        return None
 
     def token(self, source) -> str:
         request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
@@ -331,13 +360,16 @@ class PodRunner:
         argv = self.command(container, volumes)
         if cwd != workdir:  # the working dir is a mount that exists only inside the namespace
             argv = ["sh", "-c", f"cd {shlex.quote(workdir)} && exec \"$@\"", "sh", *argv] if argv[0] != "unshare" else argv[:6] + [argv[6].replace(" && exec", f" && cd {shlex.quote(workdir)} && exec", 1)] + argv[7:]
-        return subprocess.Popen(argv, env=self.env(container), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(argv, env=self.envs.get(container.name) or self.env(container), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def run(self) -> None:
         name = self.pod.metadata.name
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            volumes = self.volumes()
+            volumes = self.prepare()
+            if volumes is None:  # deleted while waiting for what it references
+                self.stopped.set()
+                return
             for container in self.pod.spec.init_containers or []:
                 code = self.spawn(container, volumes).wait()
                 if code != 0:
@@ -401,6 +433,13 @@ class PodRunner:
                 except ProcessLookupError:
                     pass
                 proc.wait()
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
 
 
 def main() -> int:

@@ -185,6 +185,24 @@ def test_secret_env_and_a_claim_shared_between_pods(kube, namespace):
     assert job_condition(kube, namespace, "reader", "Complete")
 
 
+def test_a_pod_waits_pending_for_a_secret_that_appears_later(kube, namespace):
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "late", "key": "token"}}}]
+    kube.batch.create_namespaced_job(namespace, job("late", 'test "$TOKEN" = s3cret', env=env))
+
+    def waiting():
+        pods = pods_of(kube, namespace, "late")
+        statuses = pods[0].status.container_statuses or [] if pods else []
+        return pods[0] if statuses and statuses[0].state.waiting else None
+    pod = wait_for(waiting, 60, "the pod to wait for its Secret")
+    assert pod.status.phase == "Pending"
+    assert pod.status.container_statuses[0].state.waiting.reason == "CreateContainerConfigError"
+    assert 'secrets "late" not found' in pod.status.container_statuses[0].state.waiting.message
+    kube.core.create_namespaced_secret(namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="late"), string_data={"token": "s3cret"}))
+    wait_for(lambda: job_condition(kube, namespace, "late", "Complete") or job_condition(kube, namespace, "late", "Failed"), 60, "the Job to finish")
+    assert job_condition(kube, namespace, "late", "Complete")
+    assert len(pods_of(kube, namespace, "late")) == 1  # the same pod ran once its Secret was there
+
+
 def test_pods_reach_the_api_with_in_cluster_config(kube, namespace):
     kube.rbac.create_namespaced_role_binding(namespace, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "view"},
                                                          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
