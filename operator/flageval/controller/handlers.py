@@ -68,6 +68,9 @@ class State:
         self.dirty: set[Key] = set()
         self.waiting: set[Key] = set()  # Evaluations with Jobs not created because of the caps
         self.last_patch: dict[Key, float] = {}
+        # The status last written, per Evaluation: the operator is its only writer, so a status equal to it
+        # needs no patch even while the watch still shows an older one.
+        self.written: dict[Key, dict[str, Any]] = {}
         self.later: dict[Key, float] = {}  # throttled Evaluations: when their status may be patched again (monotonic)
         self.patching: dict[Key, asyncio.Task] = {}  # status patches in flight
         self.manifests: dict[Key, tuple[tuple[str, int | None], EvaluationSpec, list[dict[str, Any]]]] = {}
@@ -176,6 +179,7 @@ async def evaluation_event(event: dict[str, Any], **_: Any) -> None:
         STATE.dirty.discard(key)
         STATE.waiting.discard(key)
         STATE.last_patch.pop(key, None)
+        STATE.written.pop(key, None)
         STATE.later.pop(key, None)
         STATE.manifests.pop(key, None)
         for job_key in [k for k in STATE.create_errors if k[0] == key]:
@@ -482,7 +486,9 @@ def _new_status(key: Key, waiting: dict[tuple[str, str], str]) -> tuple[dict[str
             reports[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = EvaluationTaskResult.model_validate(report)
     others = [b for (ns, n), b in STATE.evaluations.items() if ns == namespace and n != name]
     new = status_body(evaluation_status(body, jobs, reports, others, others_reports=ReportsOf(namespace), waiting=waiting, now=_now()))
-    return None if same_status(body.get("status") or {}, new) else (body, new)
+    if same_status(body.get("status") or {}, new) or same_status(STATE.written.get(key), new):
+        return None
+    return body, new
 
 
 async def _patch_status(key: Key, waiting: dict[tuple[str, str], str]) -> None:
@@ -502,6 +508,7 @@ async def _patch_status(key: Key, waiting: dict[tuple[str, str], str]) -> None:
                     return
                 raise
         STATE.last_patch[key] = time.monotonic()
+        STATE.written[key] = new
         STATUS_PATCHES.inc()
         if STATE.evaluations.get(key) is body:  # else the watch has shown a newer object meanwhile
             STATE.evaluations[key] = patched
