@@ -271,7 +271,7 @@ OPERATOR_GRANTS = {
     ("flageval.io", "evaluationtaskresults", "list"), ("flageval.io", "evaluationtaskresults", "watch"),
     ("flageval.io", "evaluations/status", "patch"), ("flageval.io", "evaluations/finalizers", "update"),
     ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("batch", "jobs", "create"), ("batch", "jobs", "patch"),
-    ("", "events", "create"),
+    ("", "events", "create"), ("", "pods", "list"),
 }
 RUNNER_RBAC_GRANTS = {("", "serviceaccounts", "create"), ("rbac.authorization.k8s.io", "rolebindings", "create"),
                       ("rbac.authorization.k8s.io", "clusterroles", "bind")}

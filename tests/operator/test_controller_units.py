@@ -15,6 +15,7 @@ from flageval.controller.settings import Settings
 from flageval.controller.status import (
     JobState,
     evaluation_status,
+    pod_note,
     same_status,
     status_body,
 )
@@ -110,6 +111,36 @@ def test_running_then_succeeded_with_diffs_and_release():
     assert base.release and [d.diff for d in base.details] == [0.0, 0.0]
     assert [d.diff for d in other.details] == [20.0, 0.25] and other.release is False and status.release is False
     assert {c.type: c.status for c in status.conditions} == {"Progressing": "False", "Suspended": "False", "Complete": "True", "Failed": "False"}
+
+
+def test_a_runner_that_has_not_started_is_pending_and_says_why():
+    ev = evaluation(evalInfos=[{"evalModel": "qwen-nvidia-origin", "model": "qwen", "evalUrl": "http://h:1/v1/chat/completions"}])
+    jobs = {("qwen-nvidia-origin", "gsm8k"): JobState("a", active=1), ("qwen-nvidia-origin", "mmlu"): JobState("b", active=1)}
+    note = "runner pod cannot be scheduled: 0/3 nodes are available"
+    status = evaluation_status(ev, jobs, {}, waiting={("qwen-nvidia-origin", "mmlu"): note}, now=NOW)
+    gsm8k, mmlu = status.eval_results[0].details
+    assert status.phase.value == "Pending" and gsm8k.status == mmlu.status == Status.PENDING
+    assert gsm8k.message == "runner pod starting" and mmlu.message == note
+    status = evaluation_status(ev, jobs, {("qwen-nvidia-origin", "gsm8k"): report("gsm8k", 0)}, now=NOW)
+    assert status.phase.value == "Running" and status.eval_results[0].details[0].status == Status.RUNNING
+
+
+@pytest.mark.parametrize("pod_status, expected", [
+    ({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                          "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."}]},
+     "runner pod cannot be scheduled: 0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."),
+    ({"phase": "Pending", "containerStatuses": [{"name": "runner", "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                                                                       "message": 'secret "keys" not found'}}}]},
+     'runner pod waits: CreateContainerConfigError: secret "keys" not found'),
+    ({"phase": "Pending", "containerStatuses": [{"name": "runner", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]},
+     "runner pod waits: ImagePullBackOff"),
+    ({"phase": "Pending", "containerStatuses": [{"name": "runner", "state": {"waiting": {"reason": "ContainerCreating"}}}]}, None),
+    ({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}, None),
+    ({"phase": "Running", "containerStatuses": [{"name": "runner", "state": {"running": {}}}]}, None),
+    ({}, None),
+])
+def test_pod_note_says_why_a_runner_pod_has_not_started(pod_status, expected):
+    assert pod_note({"metadata": {"name": "p"}, "status": pod_status}) == expected
 
 
 def test_suspended_and_failed():

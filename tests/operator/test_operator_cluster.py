@@ -263,6 +263,38 @@ def test_a_job_the_server_refuses_is_explained_and_created_once_allowed(kube, na
     assert all(d["accuracy"] == intended_accuracy(d["dataset"], DATA, ACCURACY, 5, 2) for d in status["evalResults"][0]["details"])
 
 
+def test_a_runner_pod_that_cannot_start_is_pending_and_says_why(kube, namespace, start_operator):
+    """No node has the chip's vendor: unschedulable. The API key's Secret is missing: the pod waits for it,
+    and runs once it is created. Either way the dataset is P, not R, and its message says why."""
+    results_claim(kube, namespace)
+    start_operator(namespace)
+    with serve_in_thread(default_answerer(DATA, ACCURACY, 5), api_key=SECRET) as model:
+        body = {"apiVersion": f"{G}/{V}", "kind": "Evaluation", "metadata": {"name": "stuck"},
+                "spec": {"datasets": ["gsm8k"], "limit": 2, "evalInfos": [
+                    {"evalModel": "q-nvidia-origin", "model": "qwen3", "evalUrl": model.chat_url, "apiKeySecretRef": {"name": "late", "key": "k"}},
+                    {"evalModel": "q-cambricon", "model": "qwen3", "evalUrl": model.chat_url, "chip": "Cambricon-MLU370"}]}}
+        kube.custom.create_namespaced_custom_object(G, V, namespace, P, body)
+
+        def messages(status):
+            return {r["evalModel"]: (r["details"][0]["status"], r["details"][0].get("message", "")) for r in status.get("evalResults") or []}
+
+        def explained(status):
+            found = messages(status)
+            return ("secret" in found.get("q-nvidia-origin", ("", ""))[1] and "cannot be scheduled" in found.get("q-cambricon", ("", ""))[1])
+        status = wait_status(kube, namespace, "stuck", explained, 90, "both datasets to say why their runners wait")
+        found = messages(status)
+        assert status["phase"] == "Pending"
+        assert found["q-nvidia-origin"] == ("P", 'runner pod waits: CreateContainerConfigError: secrets "late" not found'), found
+        assert found["q-cambricon"][0] == "P" and "didn't match Pod's node affinity/selector" in found["q-cambricon"][1], found
+
+        kube.core.create_namespaced_secret(namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="late"), string_data={"k": SECRET}))
+        status = wait_status(kube, namespace, "stuck", lambda s: messages(s).get("q-nvidia-origin", ("",))[0] == "S", 120,
+                             "the baseline to run once its Secret exists")
+    found = messages(status)
+    assert status["evalResults"][0]["details"][0]["accuracy"] == intended_accuracy("gsm8k", DATA, ACCURACY, 5, 2)
+    assert found["q-cambricon"][0] == "P" and "cannot be scheduled" in found["q-cambricon"][1]
+
+
 def test_mm_evaluation_runs_mathvision_with_pictures_and_a_verdict(kube, namespace, start_operator):
     if not (DATA / "mathvision" / "testmini.jsonl").is_file():
         pytest.skip("no MathVision data")

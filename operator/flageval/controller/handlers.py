@@ -20,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError
 
 from flageval.api.evaluation import (
     GROUP,
@@ -40,6 +41,7 @@ from flageval.controller.settings import Settings
 from flageval.controller.status import (
     JobState,
     evaluation_status,
+    pod_note,
     same_status,
     status_body,
 )
@@ -53,6 +55,7 @@ STATUS_PATCHES = Counter("flageval_status_patches", "Evaluation status patches")
 RECONCILE_SECONDS = Histogram("flageval_reconcile_seconds", "Time to reconcile one Evaluation")
 PATCHES_IN_FLIGHT = 8  # status patches sent at once, on their own threads: the loop never waits for one
 CREATES_IN_FLIGHT = 8  # Job creations sent at once, likewise
+POD_LOOK_INTERVAL = 5.0  # while a runner has not started, the pods of its namespace are looked at this often (s)
 
 Key = tuple[str, str]  # (namespace, evaluation)
 
@@ -81,6 +84,12 @@ class State:
         self.creating: dict[tuple[Key, str], asyncio.Task] = {}
         self.create_errors: dict[tuple[Key, str], str] = {}  # why a Job could not be created, until it is
         self.create_pool: ThreadPoolExecutor | None = None
+        # Runners that have not started: why their pods wait (unschedulable, a missing Secret…), from a
+        # look at the namespace's pods every POD_LOOK_INTERVAL while any such Job exists there.
+        self.starting: set[Key] = set()  # Evaluations with an active Job whose runner has not reported yet
+        self.pod_notes: dict[str, dict[tuple[str, str], str]] = {}  # namespace → (evaluation, Job) → note
+        self.pods_looked_at: dict[str, float] = {}
+        self.looking_at_pods: dict[str, asyncio.Task] = {}
         self.rbac_done: set[str] = set()
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -150,7 +159,7 @@ async def cleanup(**_: Any) -> None:
     if STATE.task is not None:
         STATE.task.cancel()
         await asyncio.gather(STATE.task, return_exceptions=True)
-    in_flight = [*STATE.patching.values(), *STATE.creating.values()]
+    in_flight = [*STATE.patching.values(), *STATE.creating.values(), *STATE.looking_at_pods.values()]
     if in_flight:  # let the status patches and Job creations under way finish
         await asyncio.wait(in_flight, timeout=10)
     for pool in (STATE.patch_pool, STATE.create_pool):
@@ -182,6 +191,7 @@ async def evaluation_event(event: dict[str, Any], **_: Any) -> None:
         STATE.written.pop(key, None)
         STATE.later.pop(key, None)
         STATE.manifests.pop(key, None)
+        STATE.starting.discard(key)
         for job_key in [k for k in STATE.create_errors if k[0] == key]:
             del STATE.create_errors[job_key]
         return
@@ -252,6 +262,7 @@ async def _loop() -> None:
                 log.exception("reconciling %s/%s failed; retrying later", *key)
                 STATE.dirty.add(key)
             RECONCILE_SECONDS.observe(time.monotonic() - started)
+        _look_at_pods_when_due()
         phases: dict[str, int] = defaultdict(int)
         for body in STATE.evaluations.values():
             phases[(body.get("status") or {}).get("phase") or Phase.PENDING.value] += 1
@@ -380,6 +391,11 @@ async def reconcile(key: Key) -> None:
         STATE.waiting.add(key)
     else:
         STATE.waiting.discard(key)
+    reported = {_task_of(report) for report in STATE.reports[key].values()}
+    if any(JobState.of(job).active and _task_of(job) not in reported for name, job in mine.items() if (key, name) not in STATE.creating):
+        STATE.starting.add(key)
+    else:
+        STATE.starting.discard(key)
 
     # The status: at most one patch per status_interval, sent beside the loop (which goes on creating
     # other Evaluations' Jobs meanwhile); a throttled Evaluation is looked at again when it is due.
@@ -406,10 +422,16 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
     except asyncio.CancelledError:
         raise
     except ApiException as exc:
-        if exc.status == 409:  # exists already: created before a restart; the watch brings it
+        answer = _api_status(exc)
+        if answer.get("reason") == "AlreadyExists":  # created before a restart; the watch brings it
             STATE.create_errors.pop((key, name), None)
             return
-        error = f"HTTP {exc.status}: {_api_message(exc)}"
+        if exc.status == 409:  # a conflict (e.g. on a quota's usage), not a refusal: just try again
+            if mine.get(name) is placeholder:
+                del mine[name]
+            STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + 0.5)
+            return
+        error = f"HTTP {exc.status}: {answer.get('message') or exc.reason}"
     except Exception as exc:  # whatever it is, the Evaluation says so and it is tried again
         log.exception("creating Job %s/%s failed", namespace, name)
         error = f"{type(exc).__name__}: {exc}"
@@ -431,18 +453,62 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
     STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + 1.0)
 
 
+def _task_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(evalModel, dataset) of a Job or task result, from its labels."""
+    labels = body["metadata"].get("labels") or {}
+    return labels.get(LABEL_EVAL_MODEL), labels.get(LABEL_DATASET)
+
+
+def _look_at_pods_when_due() -> None:
+    namespaces = {namespace for namespace, _ in STATE.starting}
+    for namespace in list(STATE.pod_notes):
+        if namespace not in namespaces:  # every runner there has started: nothing to explain
+            del STATE.pod_notes[namespace]
+    now = time.monotonic()
+    for namespace in namespaces:
+        if namespace not in STATE.looking_at_pods and now - STATE.pods_looked_at.get(namespace, float("-inf")) >= POD_LOOK_INTERVAL:
+            task = asyncio.create_task(_look_at_pods(namespace))
+            STATE.looking_at_pods[namespace] = task
+            task.add_done_callback(lambda _t, ns=namespace: STATE.looking_at_pods.pop(ns, None))
+
+
+async def _look_at_pods(namespace: str) -> None:
+    """Note why runner pods in `namespace` have not started; Evaluations whose notes changed are looked at again."""
+    try:
+        response = await _call(STATE.core.list_namespaced_pod, namespace, label_selector=LABEL_EVALUATION, _preload_content=False)
+        pods = json.loads(response.data).get("items") or []
+    except (ApiException, HTTPError, ValueError) as exc:  # the notes explain; without them status says less
+        if namespace not in STATE.pods_looked_at:
+            log.warning("cannot list pods in %s to explain runners that have not started: %s", namespace, exc)
+        STATE.pods_looked_at[namespace] = time.monotonic()
+        return
+    STATE.pods_looked_at[namespace] = time.monotonic()
+    notes: dict[tuple[str, str], str] = {}
+    for pod in pods:
+        labels = pod["metadata"].get("labels") or {}
+        job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        note = pod_note(pod)
+        if job and note:
+            notes[(labels[LABEL_EVALUATION], job)] = note
+    before = STATE.pod_notes.get(namespace, {})
+    STATE.pod_notes[namespace] = notes
+    changed = {evaluation for (evaluation, _), _note in set(before.items()) ^ set(notes.items())}
+    STATE.touch(*((namespace, evaluation) for evaluation in changed))
+
+
 def _create_job_json(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
     """The created Job as the server's JSON: the client's model classes would cost more CPU than the call."""
     response = STATE.batch.create_namespaced_job(namespace, manifest, _preload_content=False)
     return json.loads(response.data)
 
 
-def _api_message(exc: ApiException) -> str:
-    """The Status message the API server gave (e.g. a quota exceeded), else the HTTP reason."""
+def _api_status(exc: ApiException) -> dict[str, Any]:
+    """The Status object the API server answered with (reason, message…), or {}."""
     try:
-        return json.loads(exc.body).get("message") or exc.reason
-    except (TypeError, ValueError, AttributeError):
-        return str(exc.reason)
+        answer = json.loads(exc.body)
+    except (TypeError, ValueError):
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 class ReportsOf(Mapping):
@@ -484,6 +550,8 @@ def _new_status(key: Key, waiting: dict[tuple[str, str], str]) -> tuple[dict[str
         labels = report["metadata"].get("labels") or {}
         if LABEL_EVAL_MODEL in labels and LABEL_DATASET in labels:
             reports[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = EvaluationTaskResult.model_validate(report)
+    notes = STATE.pod_notes.get(namespace, {})
+    waiting = {**{task: notes[(name, job.name)] for task, job in jobs.items() if (name, job.name) in notes}, **waiting}
     others = [b for (ns, n), b in STATE.evaluations.items() if ns == namespace and n != name]
     new = status_body(evaluation_status(body, jobs, reports, others, others_reports=ReportsOf(namespace), waiting=waiting, now=_now()))
     if same_status(body.get("status") or {}, new) or same_status(STATE.written.get(key), new):

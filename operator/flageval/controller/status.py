@@ -81,10 +81,26 @@ def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskRe
         return DatasetDetail(dataset=dataset, status=status, progress=progress, message=f"{job.reason}: {job.message}".strip(": "))
     if job.suspended:
         return DatasetDetail(dataset=dataset, status=Status.CANCELLED, progress=progress)
-    if job.active or report is not None:
+    if report is not None:  # the runner has started
         return DatasetDetail(dataset=dataset, status=Status.RUNNING, progress=progress)
-    # Not started: a Job being created again after a refusal says why (`waiting`), else it waits for a node.
+    # Not started: `waiting` says why when that is known (a pod that cannot be scheduled or configured, a
+    # Job the server refused).
+    if job.active:
+        return DatasetDetail(dataset=dataset, status=Status.PENDING, message=waiting or "runner pod starting")
     return DatasetDetail(dataset=dataset, status=Status.PENDING, message=waiting or "waiting for a node")
+
+
+def pod_note(pod: Mapping[str, Any]) -> str | None:
+    """Why a runner pod has not started, as `kubectl describe` shows it; None while it is only starting."""
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False" and condition.get("reason") == "Unschedulable":
+            return f"runner pod cannot be scheduled: {condition.get('message') or 'no node fits'}"
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] not in ("ContainerCreating", "PodInitializing"):
+            return f"runner pod waits: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+    return None
 
 
 def results_of(details: Iterable[DatasetDetail]) -> list[DatasetResult]:
