@@ -55,7 +55,7 @@ STATUS_PATCHES = Counter("flageval_status_patches", "Evaluation status patches")
 RECONCILE_SECONDS = Histogram("flageval_reconcile_seconds", "Time to reconcile one Evaluation")
 PATCHES_IN_FLIGHT = 8  # status patches sent at once, on their own threads: the loop never waits for one
 CREATES_IN_FLIGHT = 8  # Job creations sent at once, likewise
-POD_LOOK_INTERVAL = 5.0  # while a runner has not started, the pods of its namespace are looked at this often (s)
+POD_LOOK_INTERVAL = 5.0  # a runner not started after this long has its namespace's pods looked at, this often (s)
 
 Key = tuple[str, str]  # (namespace, evaluation)
 
@@ -85,8 +85,8 @@ class State:
         self.create_errors: dict[tuple[Key, str], str] = {}  # why a Job could not be created, until it is
         self.create_pool: ThreadPoolExecutor | None = None
         # Runners that have not started: why their pods wait (unschedulable, a missing Secret…), from a
-        # look at the namespace's pods every POD_LOOK_INTERVAL while any such Job exists there.
-        self.starting: set[Key] = set()  # Evaluations with an active Job whose runner has not reported yet
+        # look at the namespace's pods every POD_LOOK_INTERVAL while a runner there is that late.
+        self.unstarted: dict[Key, dict[str, float]] = {}  # active Jobs whose runner has not reported → since when
         self.pod_notes: dict[str, dict[tuple[str, str], str]] = {}  # namespace → (evaluation, Job) → note
         self.pods_looked_at: dict[str, float] = {}
         self.looking_at_pods: dict[str, asyncio.Task] = {}
@@ -191,7 +191,7 @@ async def evaluation_event(event: dict[str, Any], **_: Any) -> None:
         STATE.written.pop(key, None)
         STATE.later.pop(key, None)
         STATE.manifests.pop(key, None)
-        STATE.starting.discard(key)
+        STATE.unstarted.pop(key, None)
         for job_key in [k for k in STATE.create_errors if k[0] == key]:
             del STATE.create_errors[job_key]
         return
@@ -392,10 +392,13 @@ async def reconcile(key: Key) -> None:
     else:
         STATE.waiting.discard(key)
     reported = {_task_of(report) for report in STATE.reports[key].values()}
-    if any(JobState.of(job).active and _task_of(job) not in reported for name, job in mine.items() if (key, name) not in STATE.creating):
-        STATE.starting.add(key)
+    since, now = STATE.unstarted.get(key, {}), time.monotonic()
+    unstarted = {name: since.get(name, now) for name, job in mine.items()
+                 if (key, name) not in STATE.creating and JobState.of(job).active and _task_of(job) not in reported}
+    if unstarted:
+        STATE.unstarted[key] = unstarted
     else:
-        STATE.starting.discard(key)
+        STATE.unstarted.pop(key, None)
 
     # The status: at most one patch per status_interval, sent beside the loop (which goes on creating
     # other Evaluations' Jobs meanwhile); a throttled Evaluation is looked at again when it is due.
@@ -460,12 +463,13 @@ def _task_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _look_at_pods_when_due() -> None:
-    namespaces = {namespace for namespace, _ in STATE.starting}
+    waiting = {namespace for namespace, _ in STATE.unstarted}
     for namespace in list(STATE.pod_notes):
-        if namespace not in namespaces:  # every runner there has started: nothing to explain
+        if namespace not in waiting:  # every runner there has started: nothing to explain
             del STATE.pod_notes[namespace]
     now = time.monotonic()
-    for namespace in namespaces:
+    late = {namespace for (namespace, _), jobs in STATE.unstarted.items() if now - min(jobs.values()) >= POD_LOOK_INTERVAL}
+    for namespace in late:
         if namespace not in STATE.looking_at_pods and now - STATE.pods_looked_at.get(namespace, float("-inf")) >= POD_LOOK_INTERVAL:
             task = asyncio.create_task(_look_at_pods(namespace))
             STATE.looking_at_pods[namespace] = task
