@@ -360,7 +360,7 @@ class PodRunner:
         argv = self.command(container, volumes)
         if cwd != workdir:  # the working dir is a mount that exists only inside the namespace
             argv = ["sh", "-c", f"cd {shlex.quote(workdir)} && exec \"$@\"", "sh", *argv] if argv[0] != "unshare" else argv[:6] + [argv[6].replace(" && exec", f" && cd {shlex.quote(workdir)} && exec", 1)] + argv[7:]
-        return subprocess.Popen(argv, env=self.envs.get(container.name) or self.env(container), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(argv, env=self.envs[container.name], cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def run(self) -> None:
         name = self.pod.metadata.name
