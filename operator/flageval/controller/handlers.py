@@ -82,7 +82,8 @@ class State:
         # Jobs decided on and being created: their manifests stand in STATE.jobs (and count against the
         # caps) until the API server has answered.
         self.creating: dict[tuple[Key, str], asyncio.Task] = {}
-        self.create_errors: dict[tuple[Key, str], str] = {}  # why a Job could not be created, until it is
+        # Why a Job could not be created, until it is: (kind of refusal, the server's words).
+        self.create_errors: dict[tuple[Key, str], tuple[str, str]] = {}
         self.create_pool: ThreadPoolExecutor | None = None
         # Runners that have not started: why their pods wait (unschedulable, a missing Secret…), from a
         # look at the namespace's pods every POD_LOOK_INTERVAL while a runner there is that late.
@@ -375,7 +376,7 @@ async def reconcile(key: Key) -> None:
             labels = manifest["metadata"]["labels"]
             error = STATE.create_errors.get((key, job_name))
             if error:
-                waiting[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = f"Job not created yet: {error}"
+                waiting[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = f"Job not created yet: {error[1]}"
             if running_mine >= s.max_running_jobs_per_evaluation or running_all >= s.max_running_jobs:
                 waiting[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = (
                     f"waiting for a free slot ({running_mine}/{s.max_running_jobs_per_evaluation} running in this Evaluation, "
@@ -434,10 +435,10 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
                 del mine[name]
             STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + 0.5)
             return
-        error = f"HTTP {exc.status}: {answer.get('message') or exc.reason}"
+        error = (f"HTTP {exc.status} {answer.get('reason') or ''}", f"HTTP {exc.status}: {answer.get('message') or exc.reason}")
     except Exception as exc:  # whatever it is, the Evaluation says so and it is tried again
         log.exception("creating Job %s/%s failed", namespace, name)
-        error = f"{type(exc).__name__}: {exc}"
+        error = (type(exc).__name__, f"{type(exc).__name__}: {exc}")
     else:
         JOBS_CREATED.inc()
         if mine.get(name) is placeholder:
@@ -447,11 +448,12 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
         return
     if mine.get(name) is placeholder:
         del mine[name]
-    if STATE.create_errors.get((key, name)) != error:  # said once, not at every retry
-        log.error("cannot create Job %s/%s: %s; retrying", namespace, name, error)
+    before = STATE.create_errors.get((key, name))
+    if before is None or before[0] != error[0]:  # said once per kind of refusal, not at every retry (its figures change)
+        log.error("cannot create Job %s/%s: %s; retrying", namespace, name, error[1])
         body = STATE.evaluations.get(key)
         if body is not None:
-            await post_event(body, "JobNotCreated", f"Job {name}: {error}", "Warning")
+            await post_event(body, "JobNotCreated", f"Job {name}: {error[1]}", "Warning")
     STATE.create_errors[(key, name)] = error
     STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + 1.0)
 
