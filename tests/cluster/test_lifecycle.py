@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
-from support.cluster import hack, wait_for
+from support.cluster import HACK, hack, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -54,10 +55,21 @@ def port_free(port: int) -> bool:
     return True
 
 
-def test_up_is_idempotent_and_down_leaves_nothing_behind(control_plane, tmp_path):
+@pytest.fixture
+def private_state(control_plane, tmp_path):
+    """A state directory of its own; whatever the test leaves running there is stopped afterwards."""
     state = tmp_path / "state"
     env = {**os.environ, "FLAGEVAL_STATE": str(state)}
     env.pop("KUBECONFIG", None)
+    try:
+        yield state, env
+    finally:  # a no-op when the test got as far as its own `down`
+        for script, command in (("node-agent", "stop"), ("control-plane", "down")):
+            subprocess.run([str(HACK / script), command], check=False, capture_output=True, env={**env, "KUBECONFIG": str(state / "kubeconfig")}, timeout=120)
+
+
+def test_up_is_idempotent_and_down_leaves_nothing_behind(private_state, tmp_path):
+    state, env = private_state
     first = hack("control-plane", "up", env=env)
     assert f"KUBECONFIG={state}/kubeconfig" in first.splitlines()
     started = pids(state)
