@@ -404,16 +404,21 @@ async def reconcile(key: Key) -> None:
     # The status: at most one patch per status_interval, sent beside the loop (which goes on creating
     # other Evaluations' Jobs meanwhile); a throttled Evaluation is looked at again when it is due.
     if key in STATE.patching:
-        STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + s.status_interval / 4)
+        _look_again(key, time.monotonic() + s.status_interval / 4)
         return
     due = STATE.last_patch.get(key, float("-inf")) + s.status_interval
     if time.monotonic() < due:
-        STATE.later[key] = min(STATE.later.get(key, float("inf")), due)
+        _look_again(key, due)
         return
     STATE.later.pop(key, None)
     task = asyncio.create_task(_patch_status(key, waiting))
     STATE.patching[key] = task
     task.add_done_callback(lambda _t, key=key: STATE.patching.pop(key, None))
+
+
+def _look_again(key: Key, at: float) -> None:
+    """Reconcile `key` again no later than `at` (time.monotonic())."""
+    STATE.later[key] = min(STATE.later.get(key, float("inf")), at)
 
 
 async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
@@ -433,7 +438,7 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
         if exc.status == 409:  # a conflict (e.g. on a quota's usage), not a refusal: just try again
             if mine.get(name) is placeholder:
                 del mine[name]
-            STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + 0.5)
+            _look_again(key, time.monotonic() + 0.5)
             return
         error = (f"HTTP {exc.status} {answer.get('reason') or ''}", f"HTTP {exc.status}: {answer.get('message') or exc.reason}")
     except Exception as exc:  # whatever it is, the Evaluation says so and it is tried again
@@ -455,7 +460,7 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
         if body is not None:
             await post_event(body, "JobNotCreated", f"Job {name}: {error[1]}", "Warning")
     STATE.create_errors[(key, name)] = error
-    STATE.later[key] = min(STATE.later.get(key, float("inf")), time.monotonic() + 1.0)
+    _look_again(key, time.monotonic() + 1.0)
 
 
 def _task_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
