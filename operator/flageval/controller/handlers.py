@@ -454,13 +454,13 @@ async def _create_job(key: Key, placeholder: dict[str, Any]) -> None:
     if mine.get(name) is placeholder:
         del mine[name]
     before = STATE.create_errors.get((key, name))
+    STATE.create_errors[(key, name)] = error  # before any await: a retry meanwhile must see it
+    _look_again(key, time.monotonic() + 1.0)
     if before is None or before[0] != error[0]:  # said once per kind of refusal, not at every retry (its figures change)
         log.error("cannot create Job %s/%s: %s; retrying", namespace, name, error[1])
         body = STATE.evaluations.get(key)
         if body is not None:
             await post_event(body, "JobNotCreated", f"Job {name}: {error[1]}", "Warning")
-    STATE.create_errors[(key, name)] = error
-    _look_again(key, time.monotonic() + 1.0)
 
 
 def _task_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
