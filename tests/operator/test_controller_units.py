@@ -272,15 +272,13 @@ def test_sample_verdicts_pack_small_and_round_trip():
         unpack_verdicts("bm90IHppcA==")
 
 
-def test_the_operator_finds_another_evaluations_reports_by_evaluation_model_and_dataset(monkeypatch):
-    from flageval.controller import handlers
+def test_the_operator_finds_another_evaluations_reports_by_evaluation_model_and_dataset():
+    from flageval.controller.reconcile import ReportsOf
 
-    state = handlers.State()
-    monkeypatch.setattr(handlers, "STATE", state)
     report = outcome_report("gsm8k", records([True, False] * 20), 50.0).model_dump(mode="json", by_alias=True)
     report["metadata"] = {"name": "old-q-gsm8k", "labels": {"flageval.io/eval-model": "q-nvidia-origin", "flageval.io/dataset": "gsm8k"}}
-    state.reports[("team", "old")]["old-q-gsm8k"] = report
-    found = handlers.ReportsOf("team")
+    index = {("team", "old"): [report]}  # as kopf's index of task results holds them
+    found = ReportsOf(index, "team")
     assert found.get(("old", "q-nvidia-origin", "gsm8k")).result.sample_verdicts == report["result"]["sampleVerdicts"]
     assert found.get(("old", "q-nvidia-origin", "mmlu")) is None and found.get(("new", "q-nvidia-origin", "gsm8k")) is None
-    assert list(found) == [("old", "q-nvidia-origin", "gsm8k")] and not list(handlers.ReportsOf("elsewhere"))
+    assert list(found) == [("old", "q-nvidia-origin", "gsm8k")] and not list(ReportsOf(index, "elsewhere"))

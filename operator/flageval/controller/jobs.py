@@ -7,7 +7,9 @@ import json
 import re
 from typing import Any
 
-from flageval.api.evaluation import API_VERSION, KIND, EvalInfoSpec, EvaluationSpec
+import kopf
+
+from flageval.api.evaluation import EvalInfoSpec, EvaluationSpec
 from flageval.controller.settings import Settings
 from flageval.datasets import suite
 
@@ -32,12 +34,6 @@ def job_name(evaluation: str, eval_model: str, dataset: str) -> str:
     readable = re.sub(r"[^a-z0-9-]+", "-", f"{evaluation}-{eval_model}-{dataset}".lower())
     readable = re.sub(r"-+", "-", readable)[: 63 - len(digest) - 1].strip("-")
     return f"{readable}-{digest}" if readable else digest
-
-
-def owner_reference(evaluation: dict[str, Any], *, controller: bool = True) -> dict[str, Any]:
-    meta = evaluation["metadata"]
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"],
-            "controller": controller, "blockOwnerDeletion": controller}
 
 
 def results_dir(settings: Settings, namespace: str, evaluation: str, uid: str, eval_model: str) -> str:
@@ -77,7 +73,8 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
     if settings.runner_metrics_port:
         command += ["--metrics-port", str(settings.runner_metrics_port)]
 
-    report_meta = {"labels": labels, "ownerReferences": [owner_reference(evaluation, controller=False)]}
+    # The runner's task result is owned (garbage-collected with the Evaluation) but not controlled.
+    report_meta = {"labels": labels, "ownerReferences": [kopf.build_owner_reference(evaluation, controller=False, block_owner_deletion=False)]}
     env = [
         {"name": "FLAGEVAL_EVAL_INFO", "value": json.dumps(eval_info, sort_keys=True)},
         _api_key_env(info),
@@ -126,10 +123,10 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
         pod_spec["tolerations"] = settings.tolerations
     if settings.affinity:
         pod_spec["affinity"] = settings.affinity
-    return {
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner_reference(evaluation)]},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {
             "backoffLimit": settings.backoff_limit,
             "completions": 1,
@@ -144,6 +141,10 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+    # Owned and controlled by the Evaluation: deleted with it. Not kopf.adopt, which would also copy the
+    # Evaluation's labels onto the Job, Argo CD's tracking label among them.
+    kopf.append_owner_reference(job, owner=evaluation)
+    return job
 
 
 def build_jobs(evaluation: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:

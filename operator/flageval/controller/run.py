@@ -23,9 +23,7 @@ def run_operator(argv: list[str]) -> int:
     import kopf
     from prometheus_client import start_http_server
 
-    from flageval.controller import handlers  # registers the handlers
-
-    handlers.WATCHED_NAMESPACES[:] = args.namespace
+    from flageval.controller import handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)

@@ -20,7 +20,7 @@ from flageval.api.evaluation import (
     Phase,
 )
 from flageval.api.results import overall_status
-from flageval.controller.jobs import datasets_of
+from flageval.controller.jobs import LABEL_DATASET, LABEL_EVAL_MODEL, datasets_of
 from flageval.datasets import DatasetError
 from flageval.verdict import judge, paired_from_verdicts
 
@@ -37,6 +37,7 @@ class JobState:
     failed: bool = False
     reason: str = ""
     message: str = ""
+    task: Key | None = None  # (evalModel, dataset), from the Job's labels
 
     @property
     def finished(self) -> bool:
@@ -52,6 +53,7 @@ class JobState:
         status = job.get("status") or {}
         conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
         failed = conditions.get("Failed") or {}
+        labels = job["metadata"].get("labels") or {}
         return cls(
             name=job["metadata"]["name"],
             suspended=bool((job.get("spec") or {}).get("suspend")),
@@ -60,6 +62,7 @@ class JobState:
             failed="Failed" in conditions,
             reason=failed.get("reason", ""),
             message=failed.get("message", ""),
+            task=(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET]) if LABEL_EVAL_MODEL in labels and LABEL_DATASET in labels else None,
         )
 
 

@@ -1,0 +1,109 @@
+"""The few calls the controller makes to the API server, each on a thread (the Kubernetes client blocks).
+The loop depends on this small interface only, so its tests can record the calls instead."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from flageval.api.evaluation import GROUP, PLURAL, VERSION
+from flageval.controller.jobs import LABEL_EVALUATION
+from flageval.controller.settings import Settings
+
+log = logging.getLogger("flageval.operator")
+
+PATCHES_IN_FLIGHT = 8  # status patches sent at once, on their own threads: the loop never waits for one
+CREATES_IN_FLIGHT = 8  # Job creations sent at once, likewise
+MANAGED = {"app.kubernetes.io/managed-by": "flageval-operator"}
+
+
+def now_text() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def api_status(exc: ApiException) -> dict[str, Any]:
+    """The Status object the API server answered with (reason, message…), or {}."""
+    try:
+        answer = json.loads(exc.body)
+    except (TypeError, ValueError):
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+class KubeApi:
+    def __init__(self, settings: Settings) -> None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self.settings = settings
+        self.batch, self.core = client.BatchV1Api(), client.CoreV1Api()
+        self.custom, self.rbac = client.CustomObjectsApi(), client.RbacAuthorizationV1Api()
+        self.patch_pool = ThreadPoolExecutor(PATCHES_IN_FLIGHT, thread_name_prefix="status-patch")
+        self.create_pool = ThreadPoolExecutor(CREATES_IN_FLIGHT, thread_name_prefix="job-create")
+        self.rbac_done: set[str] = set()
+
+    def close(self) -> None:
+        for pool in (self.patch_pool, self.create_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The created Job as the server's JSON: the client's model classes would cost more CPU than the call.
+        Raises ApiException as the server refuses."""
+        def create() -> dict[str, Any]:
+            response = self.batch.create_namespaced_job(namespace, manifest, _preload_content=False)
+            return json.loads(response.data)
+        return await asyncio.get_running_loop().run_in_executor(self.create_pool, create)
+
+    async def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
+        await asyncio.to_thread(self.batch.patch_namespaced_job, name, namespace, {"spec": {"suspend": suspend}})
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """The Evaluation as patched. Raises ApiException (404 when it is gone)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.patch_pool, self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+
+    async def runner_pods(self, namespace: str) -> list[dict[str, Any]]:
+        response = await asyncio.to_thread(self.core.list_namespaced_pod, namespace, label_selector=LABEL_EVALUATION, _preload_content=False)
+        return json.loads(response.data).get("items") or []
+
+    async def post_event(self, body: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
+        meta = body["metadata"]
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message[:1024], "type": kind,
+            "source": {"component": "flageval-operator"}, "reportingComponent": "flageval-operator",
+            "firstTimestamp": now_text(), "lastTimestamp": now_text(), "count": 1,
+        }
+        try:
+            await asyncio.to_thread(self.core.create_namespaced_event, meta["namespace"], event)
+        except ApiException as exc:
+            log.warning("could not record event %s on %s/%s: HTTP %s", reason, meta["namespace"], meta["name"], exc.status)
+
+    async def ensure_runner_access(self, namespace: str) -> None:
+        """The runner ServiceAccount and its RoleBinding (task results only) in a namespace, once."""
+        s = self.settings
+        if not s.manage_runner_rbac or namespace in self.rbac_done:
+            return
+        sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": s.runner_service_account, "labels": MANAGED}}
+        binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": s.runner_service_account, "labels": MANAGED},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": s.runner_cluster_role},
+                   "subjects": [{"kind": "ServiceAccount", "name": s.runner_service_account, "namespace": namespace}]}
+        for create, body in ((self.core.create_namespaced_service_account, sa), (self.rbac.create_namespaced_role_binding, binding)):
+            try:
+                await asyncio.to_thread(create, namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        self.rbac_done.add(namespace)
