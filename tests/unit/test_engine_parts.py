@@ -26,7 +26,13 @@ from flageval.engine.client import (
     completion_choices,
     parse_retry_after,
 )
-from flageval.engine.transport import LeanTransport, TransportError, TransportTimeout
+from flageval.engine.transport import (
+    LeanTransport,
+    RawResponse,
+    TransportError,
+    TransportTimeout,
+    _Connection,
+)
 
 # -- thinking ----------------------------------------------------------------------------------------------
 
@@ -292,6 +298,122 @@ def test_transport_does_not_reuse_a_connection_left_idle(monkeypatch):
 
     connections, results = asyncio.run(_with_server(respond, test))
     assert results == [b"ok"] * 3 and connections == 2
+
+
+# -- the transport's parsing, one read at a time ----------------------------------------------------------
+
+class _Wire(asyncio.Transport):
+    """The socket side of a transport connection: records what is written and whether it was dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.aborted = False
+
+    def write(self, data) -> None:
+        self.written += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+
+def _answer(reads: list[bytes | None]) -> tuple[object, _Connection, _Wire]:
+    """Feed `reads` (None = the server closes) to a connection that sent one request: its answer or error."""
+    async def go():
+        connection = _Connection()
+        wire = _Wire()
+        connection.connection_made(wire)
+        waiter = connection.send(b"POST / HTTP/1.1\r\n\r\n")
+        for read in reads:
+            if read is None:
+                connection.connection_lost(None)
+            else:
+                connection.data_received(read)
+            if connection.closed:
+                break
+        if not waiter.done():
+            return "pending", connection, wire
+        return (waiter.exception() or waiter.result()), connection, wire
+
+    return asyncio.run(go())
+
+
+def _bytewise(data: bytes) -> list[bytes]:
+    return [data[i:i + 1] for i in range(len(data))]
+
+
+@pytest.mark.parametrize("answer, body", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Test:  a b \r\n\r\nhello world", b"hello world"),
+    ((b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Test: a b\r\n\r\n"
+     b"5\r\nhello\r\nA;ext=1\r\n world 123\r\n0\r\nX-Trailer: t\r\n\r\n"), b"hello world 123"),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Test: a b\r\nContent-Length: 2\r\n\r\nok", b"ok"),
+    (b"HTTP/1.1 204 No Content\r\nX-Test: a b\r\n\r\n", b""),
+])
+def test_transport_parses_answers_split_at_every_byte(answer, body):
+    result, connection, wire = _answer(_bytewise(answer))
+    assert isinstance(result, RawResponse), result
+    assert (result.content, result.headers["x-test"]) == (body, "a b")
+    assert connection.reusable and not wire.aborted  # the connection goes back to the pool
+
+
+def test_transport_reads_a_body_that_ends_with_the_connection():
+    result, connection, _ = _answer([b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhel", b"lo", None])
+    assert isinstance(result, RawResponse) and (result.status, result.content) == (200, b"hello")
+    assert not connection.reusable
+
+
+def test_transport_drops_a_connection_the_server_said_it_closes():
+    result, connection, wire = _answer([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"])
+    assert isinstance(result, RawResponse) and result.content == b"ok"
+    assert connection.closed and wire.aborted
+
+
+@pytest.mark.parametrize("extra", [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"garbage"])
+def test_transport_answers_then_drops_a_connection_with_bytes_left_over(extra):
+    result, connection, wire = _answer([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + extra])
+    assert isinstance(result, RawResponse) and result.content == b"ok"
+    assert connection.closed and wire.aborted  # out of step: the next answer would belong to no request
+
+
+def test_transport_refuses_an_oversized_head():
+    reads = [b"HTTP/1.1 200 OK\r\n"] + [b"X-Filler: " + b"x" * 8000 + b"\r\n"] * 9
+    result, _, wire = _answer(reads)
+    assert isinstance(result, TransportError) and "head larger than" in str(result)
+    assert wire.aborted
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "Expected HTTP/"),
+    (b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok", "status"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+])
+def test_transport_reports_a_malformed_answer(answer, message):
+    result, _, wire = _answer([answer])
+    assert isinstance(result, TransportError) and not isinstance(result, TransportTimeout)
+    assert "not a valid HTTP/1.1 answer" in str(result) and message.lower() in str(result).lower()
+    assert wire.aborted
+
+
+def test_a_malformed_answer_is_retried():
+    answers = [b"HTTP/1.1 OK 200\r\n\r\n", b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}']
+
+    def respond(body: bytes):
+        return [answers.pop(0)]
+
+    async def test(transport: LeanTransport):
+        endpoint = Endpoint(url="http://127.0.0.1/v1/completions", model="m", num_retry=3)
+        client = EndpointClient(endpoint, transport, RetryPolicy(base_delay=0.001, max_delay=0.01))
+        answer = await client.post(b"{}", time.monotonic() + 10, lambda data: data)
+        await transport.aclose()
+        return answer, client.requests_sent, client.last_error
+
+    connections, (answer, sent, last_error) = asyncio.run(_with_server(respond, test))
+    assert (answer, sent, connections) == ({}, 2, 2)
+    assert "not a valid HTTP/1.1 answer" in last_error
 
 
 @pytest.mark.parametrize("url, kind", [

@@ -145,6 +145,46 @@ def test_pipelined_requests_are_answered_in_order():
     assert -1 not in order and order == sorted(order)
 
 
+def _exchange(port: int, reads: list[bytes]) -> bytes:
+    """Send `reads` one by one, then read everything the server sends until it closes the connection.
+
+    The server closes after the last read of each call: a read sent after its close would be reset."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(5)
+        for data in reads:
+            sock.sendall(data)
+            time.sleep(0.01)  # separate reads on the server's side
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_request_parsing_edges():
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "chunked"}]}).encode()
+    chunked = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:]))
+    upgrade_get = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    upgrade_post = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    with serve_in_thread() as url:
+        port = int(url.rsplit(":", 1)[1])
+        # a chunked body in pieces that split its framing; then, on the same connection, an Upgrade request
+        answer = _exchange(port, [chunked[:60], chunked[60:75], chunked[75:],
+                                  upgrade_get + b"GET /health HTTP/1.1\r\n\r\n"])
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b'"content":"chunked"' in answer
+        # the Upgrade is ignored (RFC 9110 allows it): answered as plain HTTP, then closed, the rest unread
+        assert answer.count(b"HTTP/1.1 200 OK") == 2 and answer.endswith(b'{"status":"ok"}')
+        assert _exchange(port, [upgrade_post]).startswith(b"HTTP/1.1 400 ")
+        malformed = _exchange(port, [b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n"])
+        assert malformed.startswith(b"HTTP/1.1 400 ") and b"malformed request" in malformed
+        too_long = _exchange(port, [b"GET /health HTTP/1.1\r\n"] + [b"X-Filler: " + b"x" * 8000 + b"\r\n"] * 9)
+        assert too_long.startswith(b"HTTP/1.1 413 ") and b"head too large" in too_long
+        too_big = _exchange(port, [b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n{"])
+        assert too_big.startswith(b"HTTP/1.1 413 ") and b"body too large" in too_big
+        assert url.stats()["by_path"] == {"/v1/chat/completions": 1, "/health": 1}  # only the Upgrade one
+
+
 def test_echo_answerer_keys_long_questions_by_hash():
     answerer = EchoAnswerer()
     key, content = answerer.chat([{"role": "user", "content": "x" * 100}], {})

@@ -3,8 +3,8 @@
 httpx spends about 0.25 ms of CPU per request in its client layer alone, and httpcore's pool scans
 every connection on every request (1 ms and more at 64 connections), which caps an evaluation at a
 few hundred requests per second. The engine posts the same JSON body to the same URL over and over,
-so `LeanTransport` does only that: one write per request, responses parsed with Content-Length or
-chunked framing, one connection per in-flight request, reused. It is used for direct http(s)
+so `LeanTransport` does only that: one write per request, answers framed by httptools (llhttp, the
+parser uvicorn and Node use), one connection per in-flight request, reused. It is used for direct http(s)
 endpoints; when a proxy applies (HTTP_PROXY/HTTPS_PROXY/NO_PROXY) or the caller passes its own
 httpx.AsyncClient, requests go through httpx.
 """
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import httptools
 import httpx
 
 
@@ -86,22 +87,24 @@ IDLE_REUSE_SECONDS = 4.0
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+    """One keep-alive connection carrying one request at a time; httptools frames the answers.
+
+    Only POSTs are sent: no answer is to a HEAD request, the one case llhttp cannot frame by itself."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[RawResponse] | None = None
         self.closed = False
         self.reusable = True
         self.idle_since = 0.0
-        # parse state of the current response
-        self.status = 0
-        self.headers: dict[str, str] = {}
+        # the current answer
+        self.received = False
+        self.head_bytes = 0
         self.head_done = False
-        self.length: int | None = None
-        self.chunked = False
-        self.body = bytearray()
+        self.interim = False
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -115,112 +118,79 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            if self.head_done and self.length is None and not self.chunked:
-                # No framing: the body ran to the end of the connection.
-                waiter.set_result(RawResponse(self.status, self.headers, bytes(self.body)))
+            if self.head_done and self._ends_with_close():
+                waiter.set_result(RawResponse(self.parser.get_status_code(), self.headers, b"".join(self.body)))
             else:
                 detail = f"{type(exc).__name__}: {exc}" if exc else "server closed the connection"
-                got = "before answering" if not self.buffer and not self.head_done else "mid-answer"
+                got = "mid-answer" if self.received else "before answering"
                 waiter.set_exception(TransportError(f"{detail} ({got})"))
+
+    def _ends_with_close(self) -> bool:
+        """No Content-Length and no chunked coding: the body runs to the end of the connection."""
+        headers = self.headers
+        return "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "").lower()
 
     def send(self, data: bytes) -> asyncio.Future[RawResponse]:
         assert self.transport is not None
-        self.buffer.clear()
-        self.body = bytearray()
+        self.received = False
+        self.head_bytes = 0
         self.head_done = False
-        self.length = None
-        self.chunked = False
         self.headers = {}
+        self.body = []
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None or self.waiter.done():
+        waiter = self.waiter
+        if waiter is None or waiter.done():
             # Bytes nobody asked for: the connection is out of step, never reuse it.
             self.abort()
             return
-        self.buffer += data
+        self.received = True
         try:
-            self._parse()
-        except TransportError as error:
-            if not self.waiter.done():
-                self.waiter.set_exception(error)
-            self.abort()
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            if not waiter.done():
+                detail = str(error) if isinstance(error, httptools.HttpParserError) else "switched protocols"
+                waiter.set_exception(TransportError(f"not a valid HTTP/1.1 answer: {detail}"))
+            self.abort()  # after a complete answer: trailing garbage, the connection is out of step
+            return
+        if self.waiter is None:  # answered
+            if not self.reusable:
+                self.abort()
+        elif not self.head_done:
+            # httptools keeps an unfinished header in memory however long it grows: bound the head here.
+            self.head_bytes += len(data)
+            if self.head_bytes > _MAX_HEAD:
+                waiter.set_exception(TransportError(f"answer head larger than {_MAX_HEAD} bytes"))
+                self.abort()
 
-    def _parse(self) -> None:
-        buffer = self.buffer
-        if not self.head_done:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > _MAX_HEAD:
-                    raise TransportError("response head too large")
-                return
-            lines = buffer[:end].decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-                raise TransportError(f"not an HTTP response: {lines[0][:80]!r}")
-            self.status = int(parts[1])
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            self.headers = headers
-            del buffer[:end + 4]
-            self.head_done = True
-            if 100 <= self.status < 200:  # interim answer: wait for the real one
-                self.head_done = False
-                return self._parse()
-            if parts[0] == "HTTP/1.0" or headers.get("connection", "").lower() == "close":
-                self.reusable = False
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                self.chunked = True
-            elif "content-length" in headers:
-                try:
-                    self.length = int(headers["content-length"])
-                except ValueError:
-                    raise TransportError("bad content-length in response") from None
-            else:
-                self.reusable = False  # body ends when the server closes
-        if self.chunked:
-            self._parse_chunks()
-        elif self.length is not None:
-            if len(buffer) >= self.length:
-                self.body = buffer[:self.length]
-                if len(buffer) > self.length:
-                    self.reusable = False
-                self._complete()
-        else:
-            self.body += buffer
-            buffer.clear()
+    # -- httptools callbacks --------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.waiter is None:  # a second answer to one request: the connection is out of step
+            self.reusable = False
 
-    def _parse_chunks(self) -> None:
-        buffer = self.buffer
-        while True:
-            line_end = buffer.find(b"\r\n")
-            if line_end < 0:
-                return
-            try:
-                size = int(bytes(buffer[:line_end]).split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise TransportError("bad chunk size in response") from None
-            if size == 0:
-                rest = line_end + 2  # then optional trailers, then an empty line
-                if buffer[rest:rest + 2] == b"\r\n" or buffer.find(b"\r\n\r\n", rest) >= 0:
-                    self._complete()
-                return
-            if len(buffer) < line_end + 2 + size + 2:
-                return
-            self.body += buffer[line_end + 2:line_end + 2 + size]
-            del buffer[:line_end + 2 + size + 2]
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
 
-    def _complete(self) -> None:
+    def on_headers_complete(self) -> None:
+        self.interim = 100 <= self.parser.get_status_code() < 200
+        self.head_done = not self.interim
+        if self.head_done and not self.parser.should_keep_alive():  # Connection: close, HTTP/1.0, body up to EOF
+            self.reusable = False
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:  # 100 Continue and the like: the real answer follows
+            self.headers = {}
+            return
         waiter = self.waiter
         self.waiter = None
         if waiter is not None and not waiter.done():
-            waiter.set_result(RawResponse(self.status, self.headers, bytes(self.body)))
-        if not self.reusable:
-            self.abort()
+            waiter.set_result(RawResponse(self.parser.get_status_code(), self.headers, b"".join(self.body)))
 
     def abort(self) -> None:
         self.closed = True

@@ -1,8 +1,9 @@
 """An OpenAI-compatible HTTP server in front of an Answerer, with latency and fault injection.
 
-Plain asyncio HTTP/1.1 with keep-alive: no framework in the request path, so that the server is never
-what a benchmark of a client measures. Endpoints: POST /v1/chat/completions, POST /v1/completions,
-GET /v1/models, GET /health, GET /stats (requests per sample key, faults served), POST /stats/reset.
+Plain asyncio HTTP/1.1 with keep-alive, requests parsed by httptools: no framework in the request
+path, so that the server is never what a benchmark of a client measures. Endpoints: POST
+/v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET /stats (requests per sample
+key, faults served), POST /stats/reset.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httptools
 import orjson
 
 from flageval.mock_model.answerer import Answerer
@@ -40,6 +42,7 @@ DEFAULT_FAULT_KINDS = ("503", "429", "500", "reset", "bad_json")
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
             500: "Internal Server Error", 503: "Service Unavailable"}
+MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 
 
@@ -349,15 +352,33 @@ class _BadRequest(ValueError):
     pass
 
 
+class _Refusal(Exception):
+    """Raised from a parser callback: answer with `data` and close the connection."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+
+
 class _Connection(asyncio.Protocol):
-    """One client connection: parses requests in order and answers them one at a time (pipelining-safe)."""
+    """One client connection: httptools parses the requests; they are answered one at a time, in order
+    (pipelining-safe)."""
 
     def __init__(self, server: MockModelServer) -> None:
         self.server = server
-        self.buffer = bytearray()
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
+        self.queue: deque[tuple[str, str, dict[str, str], bytes, bool] | bytes] = deque()  # requests, or a refusal
         self.waiting = False
         self.timer: asyncio.TimerHandle | None = None
+        # the request being parsed
+        self.in_head = True
+        self.head_started_here = False
+        self.head_bytes = 0
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.body_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -372,46 +393,73 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        if self.parser is None:  # a refusal or a protocol upgrade ends the connection: ignore the rest
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.parser = None  # answered as plain HTTP (RFC 9110 lets a server ignore Upgrade), then closed
+        except httptools.HttpParserError as error:
+            refusal = error.__context__ if isinstance(error.__context__, _Refusal) else None
+            self._refuse(refusal.data if refusal else _error(400, f"malformed request: {error}", close=True))
+        else:
+            # httptools keeps an unfinished header in memory however long it grows: bound the head here
+            # (counting whole reads; the one a head starts in is not counted).
+            if self.in_head and not self.head_started_here:
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD:
+                    self._refuse(_error(413, "request head too large", close=True))
+            self.head_started_here = False
         if not self.waiting:
             self._process()
 
+    def _refuse(self, data: bytes) -> None:
+        self.queue.append(data)
+        self.parser = None
+
+    # -- httptools callbacks --------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_head = self.head_started_here = True
+        self.head_bytes = self.body_bytes = 0
+        self.url = b""
+        self.headers = {}
+        self.body = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        if int(self.headers.get("content-length", "0")) > MAX_BODY:  # digits only: llhttp checked them
+            raise _Refusal(_error(413, "request body too large", close=True))
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > MAX_BODY:  # a chunked body has no length up front
+            raise _Refusal(_error(413, "request body too large", close=True))
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self.parser
+        assert parser is not None
+        self.in_head = True
+        upgrade = parser.should_upgrade()
+        if upgrade and ("content-length" in self.headers or "transfer-encoding" in self.headers):
+            # llhttp hands the body of an upgrade request over unparsed: refuse rather than answer without it.
+            raise _Refusal(_error(400, "a request asking for a protocol upgrade cannot carry a body here", close=True))
+        self.queue.append((parser.get_method().decode("latin-1"), self.url.decode("latin-1"), self.headers,
+                           b"".join(self.body), parser.should_keep_alive() and not upgrade))
+
     def _process(self) -> None:
-        while self.transport is not None and not self.waiting:
-            head_end = self.buffer.find(b"\r\n\r\n")
-            if head_end < 0:
-                if len(self.buffer) > 65536:
-                    self._reply_and_close(_error(413, "request head too large", close=True))
+        while self.transport is not None and not self.waiting and self.queue:
+            request = self.queue.popleft()
+            if isinstance(request, bytes):
+                self._reply_and_close(request)
                 return
-            try:
-                request_line, *header_lines = self.buffer[:head_end].decode("latin-1").split("\r\n")
-                method, target, version = request_line.split(" ", 2)
-            except ValueError:
-                self._reply_and_close(_error(400, "malformed request line", close=True))
-                return
-            headers: dict[str, str] = {}
-            for line in header_lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                self._reply_and_close(_error(411, "chunked request bodies are not supported", close=True))
-                return
-            try:
-                length = int(headers.get("content-length", "0"))
-            except ValueError:
-                self._reply_and_close(_error(400, "bad content-length", close=True))
-                return
-            if length > MAX_BODY:
-                self._reply_and_close(_error(413, "request body too large", close=True))
-                return
-            end = head_end + 4 + length
-            if len(self.buffer) < end:
-                return
-            body = bytes(self.buffer[head_end + 4:end])
-            del self.buffer[:end]
-            connection = headers.get("connection", "").lower()
-            keep_alive = connection != "close" and (version != "HTTP/1.0" or connection == "keep-alive")
-            action = self.server.handle(method, target, headers, body, keep_alive)
+            action = self.server.handle(*request)
             if action.delay > 0:
                 self.waiting = True
                 self.timer = asyncio.get_running_loop().call_later(action.delay, self._deliver, action)
