@@ -4,7 +4,7 @@
     . .venv/bin/activate && python hack/bench_operator.py [--evaluations 200] [--datasets 2] [--report-seconds 60] [--json]
 
 Starts a control plane with hack/control-plane in a temporary state directory (or uses the one KUBECONFIG
-names), installs the CRDs and the runner ClusterRole, makes a namespace with a results claim and starts
+names), installs the CRDs, makes a namespace with a results claim and starts
 `flageval operator` on it as a subprocess, with the caps raised so that every Job may exist at once.
 Its RSS is sampled every 0.2 s. Then:
 
@@ -68,7 +68,6 @@ from flageval.controller.jobs import (
     CONTAINER,
     LABEL_DATASET,
     LABEL_EVALUATION,
-    RUNNER_RULES,
     build_jobs,
 )
 from flageval.controller.settings import Settings
@@ -366,7 +365,6 @@ class Bench:
         self.operator_log = Path(tempfile.mkstemp(prefix="flageval-bench-operator.", suffix=".log")[1])
         self.watchers: list[Watcher] = []
         self.created_crds: list[str] = []
-        self.created_role = False
         self.lock = threading.Lock()
         # what the watches saw
         self.job_seen: dict[str, float] = {}
@@ -406,8 +404,6 @@ class Bench:
         for name in (build()["metadata"]["name"] for build in CRDS.values()):
             wait(lambda name=name: any(c.type == "Established" and c.status == "True"
                                        for c in apiext.read_custom_resource_definition(name).status.conditions or []), 30, f"{name} established")
-        _, self.created_role = self.http.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "flageval-runner"}, "rules": RUNNER_RULES})
         for ns in (self.ns, self.peer_ns):
             self.http.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         # The results claim (as tests/operator/conftest.py's results_claim): a bound ReadWriteMany claim.
@@ -479,8 +475,6 @@ class Bench:
                 for ns in (self.ns, self.peer_ns):
                     self.http.delete(f"/api/v1/namespaces/{ns}")
                 self.http.delete(f"/api/v1/persistentvolumes/{self.pv}")
-                if self.created_role:
-                    self.http.delete("/apis/rbac.authorization.k8s.io/v1/clusterroles/flageval-runner")
                 with contextlib.suppress(TimeoutError):
                     wait(lambda: all(self._gone(f"/api/v1/namespaces/{ns}") for ns in (self.ns, self.peer_ns)), 120, "the namespaces deleted", 1)
                 for name in self.created_crds:

@@ -3,8 +3,10 @@ operator Job all run this same code.
 
 Exit codes of `flageval runner` (a Job's pod): 0 the dataset succeeded; 1 some samples failed after
 every retry (OOR — Kubernetes retries the Job and the journal makes the retry resume); 2 a
-configuration error (unknown dataset, missing data, bad EvalInfo — retrying cannot help); 143 when
-stopped by SIGTERM (suspend), after the journal is flushed.
+configuration error (unknown dataset, missing data, bad EvalInfo — retrying cannot help); 3 when the
+result could not be reported to the operator (its report was refused, or the API server stayed
+unreachable; a retry of the Job resumes from the journal and reports again); 143 when stopped by
+SIGTERM (suspend), after the journal is flushed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,7 +49,7 @@ from flageval.results import (
 
 log = logging.getLogger("flageval.runner")
 
-EXIT_OK, EXIT_OOR, EXIT_CONFIG, EXIT_TERMINATED = 0, 1, 2, 143
+EXIT_OK, EXIT_OOR, EXIT_CONFIG, EXIT_UNREPORTED, EXIT_TERMINATED = 0, 1, 2, 3, 143
 
 
 class Reporter(Protocol):
@@ -55,7 +58,8 @@ class Reporter(Protocol):
     def progress(self, progress: Progress) -> None: ...
 
     def finished(self, result: DatasetResult, records: Sequence[SampleRecord] = ()) -> None:
-        """The run's end; records: every sample's record, when the run got that far."""
+        """The run's end; records: every sample's record, when the run got that far. Raises when the
+        result could not be delivered (the run has then not succeeded)."""
 
 
 class NullReporter:
@@ -131,13 +135,13 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
     except DatasetError as exc:
         result = _config_failure(request.dataset, str(exc))
         write_result(paths, result)
-        reporter.finished(result)
+        await _finish(reporter, result)
         return result
 
     mismatch = _claim_run_dir(paths, request, endpoint.kind)
     if mismatch:
         result = _config_failure(request.dataset, mismatch)
-        reporter.finished(result)  # result.json stays the earlier run's: nothing of it is lost
+        await _finish(reporter, result)  # result.json stays the earlier run's: nothing of it is lost
         return result
     total = dataset.total()
     journal = Journal(paths.journal)
@@ -184,8 +188,34 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
     )
     write_result(paths, result)
     _write_metrics(paths)
-    reporter.finished(result, records)
+    await _finish(reporter, result, records)
     return result
+
+
+async def _finish(reporter: Reporter, result: DatasetResult, records: Sequence[SampleRecord] = ()) -> None:
+    """reporter.finished on a thread of its own (a daemon: never waited for at exit), so a final report
+    retried while the API server is away does not keep SIGTERM waiting."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(exc: BaseException | None) -> None:
+        if not done.done():
+            done.set_result(None) if exc is None else done.set_exception(exc)
+
+    def call() -> None:
+        try:
+            reporter.finished(result, records)
+        except BaseException as exc:  # noqa: BLE001 — handed to the awaiting run
+            outcome: BaseException | None = exc
+        else:
+            outcome = None
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the loop is gone: the run was stopped meanwhile
+            pass
+
+    threading.Thread(target=call, name="finish", daemon=True).start()
+    await done
 
 
 def _write_metrics(paths: RunPaths) -> None:
@@ -282,13 +312,24 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _run_until_terminated(request: RunRequest, reporter: Reporter) -> int:
     """SIGTERM (a suspended Job's pod going away) cancels the run; the journal is flushed on the way out."""
+    from flageval.taskresult import ReportError
+
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    if hasattr(reporter, "on_failure"):  # a report refused for good: no use evaluating further
+        reporter.on_failure = lambda: loop.call_soon_threadsafe(task.cancel)
+    journal = run_paths(request.output, request.dataset).journal
     try:
         result = await run(request, reporter)
     except asyncio.CancelledError:
-        log.info("stopped by SIGTERM; finished samples are in %s", run_paths(request.output, request.dataset).journal)
+        if getattr(reporter, "failure", None):
+            log.error("stopped: %s; finished samples are in %s", reporter.failure, journal)
+            return EXIT_UNREPORTED
+        log.info("stopped by SIGTERM; finished samples are in %s", journal)
         return EXIT_TERMINATED
+    except ReportError as exc:
+        log.error("the run ended but its result was not reported: %s; it is in %s", exc, journal.parent)
+        return EXIT_UNREPORTED
     log.info("%s: %s accuracy=%s %s", result.dataset, result.status.value, result.accuracy, result.message)
     return exit_code(result)

@@ -1,6 +1,15 @@
 """The runner's report to the operator: one EvaluationTaskResult object per Job, created and then patched
-by the runner. Progress is throttled (one patch per interval, the last always sent); API errors are
-logged and never stop the run — the results on the volume are the record."""
+by the runner. Progress is throttled (one patch per interval, the last always sent).
+
+A run whose result cannot be reported has not succeeded as far as anyone can see, so:
+- a progress report that fails for a passing reason (the API server unreachable, 5xx, 429) is dropped
+  and the next one tries again; the final report is retried with backoff for `patience` seconds;
+- a refusal (401, 403: the runner's ServiceAccount lacks the right) or a request the server rejects can
+  never succeed: the reporter says which right is missing in `failure`, calls `on_failure` (the runner
+  stops at once; its finished samples are in the journal) and `finished` raises ReportError;
+- a final report still not accepted when patience runs out raises ReportError too.
+The runner then exits non-zero, so the Job's backoff retries it (resuming from the journal) and its
+dataset ends OOR, never S without an accuracy."""
 
 from __future__ import annotations
 
@@ -9,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flageval.api import DatasetResult, Progress, SampleRecord
@@ -24,6 +33,24 @@ from flageval.api.evaluation import (
 )
 
 log = logging.getLogger("flageval.taskresult")
+
+REQUEST_TIMEOUT = 15.0  # seconds per API call: a server that stopped answering is a passing failure, not a hang
+PATIENCE = 600.0  # seconds the final report is retried (FLAGEVAL_REPORT_PATIENCE)
+
+
+class ReportError(RuntimeError):
+    """The run's result could not be reported to the operator."""
+
+
+def _transient(exc: Exception) -> bool:
+    """A failure that may pass: the API server unreachable or overloaded. Anything the server refused on
+    purpose (401, 403, 400, 422…) or a broken configuration is not."""
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        return exc.status in (0, 408, 429) or exc.status >= 500
+    return isinstance(exc, (HTTPError, OSError))
 
 
 def _api():
@@ -46,7 +73,12 @@ class TaskResultReporter:
         self.meta = meta
         self.attempt = os.environ.get("FLAGEVAL_POD_NAME", "")
         self._api = api
+        self.patience = float(os.environ.get("FLAGEVAL_REPORT_PATIENCE") or PATIENCE)
+        self.failure: str | None = None  # why reporting can never succeed, once known
+        self.on_failure: Callable[[], None] | None = None
+        self._unreachable_since: float | None = None  # a passing failure is logged once, not at every report
         self._created = False
+        self._last_error = ""
         self._lock = threading.Lock()  # one request at a time
         self._pending: Progress | None = None
         self._wake = threading.Condition()
@@ -62,14 +94,23 @@ class TaskResultReporter:
             self._wake.notify()
 
     def finished(self, result: DatasetResult, records: Sequence[SampleRecord] = ()) -> None:
+        """Send the result; raises ReportError when it was not accepted (see the module's docstring)."""
         with self._wake:
             last, self._pending, self._closed = self._pending, None, True
             self._wake.notify()
-        self._thread.join(timeout=self.interval + 30)
+        self._thread.join(timeout=self.interval + 2 * REQUEST_TIMEOUT)
         body: dict[str, Any] = {"result": TaskOutcome.of(result, records).model_dump(mode="json", by_alias=True)}
         if last is not None:
             body["progress"] = TaskProgress.of(last).model_dump(mode="json", by_alias=True)
-        self._send(body)
+        deadline, delay = time.monotonic() + self.patience, 1.0
+        while self.failure is None and not self._send(body):
+            if time.monotonic() >= deadline:
+                raise ReportError(f"the result of {self.namespace}/{self.name} was not accepted within {self.patience:.0f} s: "
+                                  f"{self._last_error}")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 15.0)
+        if self.failure is not None:
+            raise ReportError(self.failure)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -93,8 +134,11 @@ class TaskResultReporter:
             # A new attempt's first report clears the previous attempt's outcome.
             self._send({"progress": TaskProgress.of(progress).model_dump(mode="json", by_alias=True), "result": None})
 
-    def _send(self, fields: dict[str, Any]) -> None:
+    def _send(self, fields: dict[str, Any]) -> bool:
+        """One report; True when the server accepted it. A refusal sets `failure`."""
         with self._lock:
+            if self.failure is not None:
+                return False
             try:
                 if self._api is None:
                     self._api = _api()
@@ -103,11 +147,43 @@ class TaskResultReporter:
                     self._create_or_patch(body)
                 else:
                     self._patch(body)
-            except Exception as exc:  # noqa: BLE001 — the run goes on; its results are on the volume
-                log.warning("could not report to %s/%s: %s", self.namespace, self.name, _short(exc))
+            except Exception as exc:  # noqa: BLE001 — whatever it is, it is either passing or fatal
+                self._last_error = _short(exc)
+                if _transient(exc):
+                    if self._unreachable_since is None:
+                        self._unreachable_since = time.monotonic()
+                        log.warning("cannot report to %s/%s for now, retrying: %s", self.namespace, self.name, self._last_error)
+                    return False
+                self.failure = self._refusal(exc)
+                log.error("%s", self.failure)
+                if self.on_failure is not None:
+                    self.on_failure()
+                return False
+            if self._unreachable_since is not None:
+                log.info("reporting to %s/%s again after %.1f s", self.namespace, self.name, time.monotonic() - self._unreachable_since)
+                self._unreachable_since = None
+            return True
+
+    def _refusal(self, exc: Exception) -> str:
+        status = getattr(exc, "status", None)
+        verb = "patch" if self._created else "create"
+        if status in (401, 403):
+            return (f"the runner may not {verb} evaluationtaskresults.flageval.io {self.name} in namespace {self.namespace} "
+                    f"({self._last_error}): its ServiceAccount needs the runner Role (get, create, patch on "
+                    f"evaluationtaskresults), which the operator creates unless FLAGEVAL_MANAGE_RUNNER_RBAC=false")
+        return f"cannot report to {self.namespace}/{self.name}: {self._last_error}"
 
     def _patch(self, body: dict[str, Any]) -> None:
-        self._api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, TASK_RESULT_PLURAL, self.name, body)
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self._api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, TASK_RESULT_PLURAL, self.name, body,
+                                                     _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 404 or not self._created:
+                raise
+            self._created = False  # removed meanwhile: made again
+            self._create_or_patch(body)
 
     def _create_or_patch(self, body: dict[str, Any]) -> None:
         from kubernetes.client.rest import ApiException
@@ -115,7 +191,8 @@ class TaskResultReporter:
         obj = {"apiVersion": API_VERSION, "kind": TASK_RESULT_KIND,
                "metadata": {"name": self.name, "namespace": self.namespace, **self.meta}, **body}
         try:
-            self._api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, TASK_RESULT_PLURAL, obj)
+            self._api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, TASK_RESULT_PLURAL, obj,
+                                                      _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             if exc.status != 409:
                 raise

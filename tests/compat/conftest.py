@@ -1,5 +1,5 @@
 """Fixtures: `flageval serve` subprocesses, stopped at the end of each test (their logs shown when it failed),
-and, for the Kubernetes backend, the operator's fixtures (CRDs, runner role, `start_operator`)."""
+and, for the Kubernetes backend, the operator's fixtures (CRDs, `start_operator`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from shim_process import ShimProcess, launch_shim
 _spec = importlib.util.spec_from_file_location("operator_test_fixtures", Path(__file__).resolve().parents[1] / "operator" / "conftest.py")
 _fixtures = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(_fixtures)
-crds, runner_role, start_operator = _fixtures.crds, _fixtures.runner_role, _fixtures.start_operator
+crds, start_operator = _fixtures.crds, _fixtures.start_operator
 
 
 @pytest.hookimpl(hookwrapper=True)

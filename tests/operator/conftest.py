@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from flageval.api.crd import CRDS
-from flageval.controller.jobs import RUNNER_RULES
 from kubernetes.client.rest import ApiException
 from support.cluster import wait_for
 from support.net import free_port
@@ -37,18 +36,6 @@ def crds(kube):
 
 
 
-@pytest.fixture(scope="session")
-def runner_role(kube, crds):
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "flageval-runner"}, "rules": RUNNER_RULES}
-    try:
-        kube.rbac.create_cluster_role(role)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    return "flageval-runner"
-
-
-
 @dataclass
 class OperatorProcess:
     proc: subprocess.Popen
@@ -70,14 +57,15 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def start_operator(control_plane, runner_role, tmp_path):
-    """Start `flageval operator` as a subprocess watching one namespace, with FLAGEVAL_* settings."""
+def start_operator(control_plane, crds, tmp_path):
+    """Start `flageval operator` as a subprocess watching one namespace, with FLAGEVAL_* settings (as the
+    control plane's admin unless another kubeconfig is given)."""
     started: list[OperatorProcess] = []
 
-    def start(namespace: str, **settings: str) -> OperatorProcess:
+    def start(namespace: str, kubeconfig: Path | None = None, **settings: str) -> OperatorProcess:
         metrics, liveness = free_port(), free_port()
         log_path = tmp_path / f"operator-{len(started)}.log"
-        env = {**control_plane.env, "KUBECONFIG": str(control_plane.kubeconfig), "FLAGEVAL_STATUS_INTERVAL": "2",
+        env = {**control_plane.env, "KUBECONFIG": str(kubeconfig or control_plane.kubeconfig), "FLAGEVAL_STATUS_INTERVAL": "2",
                **{f"FLAGEVAL_{k.upper()}": str(v) for k, v in settings.items()}}
         with open(log_path, "w") as out:
             proc = subprocess.Popen([sys.executable, "-m", "flageval.cli", "operator", "-n", namespace, "--metrics-port", str(metrics),

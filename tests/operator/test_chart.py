@@ -221,8 +221,6 @@ def test_every_operator_setting_is_set_from_values_and_the_defaults_match_the_co
     assert names == {f"FLAGEVAL_{field.upper()}" for field in Settings.model_fields}
     chart = settings_from(container, monkeypatch).model_dump()
     code = Settings.model_construct().model_dump()
-    assert chart.pop("runner_cluster_role") == "fe-runner"  # the chart's runner ClusterRole, named after the release
-    code.pop("runner_cluster_role")
     assert chart.pop("runner_image") == "ghcr.io/flageval/flageval-runner:0.1.0" == code.pop("runner_image")
     assert chart.pop("data_dir") == "" and code.pop("data_dir") is None  # both: the runner image's own
     assert chart == code
@@ -251,15 +249,14 @@ def test_operator_settings_follow_the_values(helm, monkeypatch, tmp_path):
     assert (s.status_interval, s.resync_interval) == (0.5, 10)
 
 
-def test_runner_cluster_role_is_exactly_runner_rules_and_the_operator_may_bind_only_it(helm):
+def test_the_operator_holds_exactly_the_rights_of_the_runner_role_it_grants_and_binds_nothing_else(helm):
+    """The API server lets the operator create the runner's Role and RoleBinding only when it holds every
+    right in them (RBAC's escalation check); no cluster-wide role for runners exists to bind."""
     docs = render(helm)
-    runner = find(docs, "ClusterRole", "fe-runner")
-    assert runner["rules"] == RUNNER_RULES
-    env = {v["name"]: v["value"] for v in operator_container(docs)["env"]}
-    assert env["FLAGEVAL_RUNNER_CLUSTER_ROLE"] == "fe-runner"
-    operator = find(docs, "ClusterRole", "fe-operator")
-    binds = [r for r in operator["rules"] if "bind" in r["verbs"]]
-    assert binds == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"], "resourceNames": ["fe-runner"]}]
+    assert not [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "fe-runner"]
+    operator = grants(find(docs, "ClusterRole", "fe-operator")["rules"])
+    assert grants(RUNNER_RULES) <= operator
+    assert not [g for g in operator if g[2] in ("bind", "escalate")]
 
 
 def grants(rules: list[dict]) -> set[tuple[str, str, str]]:
@@ -273,8 +270,8 @@ OPERATOR_GRANTS = {
     ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("batch", "jobs", "create"), ("batch", "jobs", "patch"),
     ("", "events", "create"), ("", "pods", "list"),
 }
-RUNNER_RBAC_GRANTS = {("", "serviceaccounts", "create"), ("rbac.authorization.k8s.io", "rolebindings", "create"),
-                      ("rbac.authorization.k8s.io", "clusterroles", "bind")}
+RUNNER_RBAC_GRANTS = {("", "serviceaccounts", "create"), ("rbac.authorization.k8s.io", "roles", "create"),
+                      ("rbac.authorization.k8s.io", "rolebindings", "create"), *grants(RUNNER_RULES)}
 
 
 def test_operator_rbac_is_least_privilege(helm):
@@ -457,12 +454,14 @@ def test_helm_install_runs_the_operator_as_a_pod_that_carries_an_evaluation_to_s
         assert detail["status"] == "S" and detail["accuracy"] == intended_accuracy("gsm8k", DATA, accuracy, seed, limit)
         assert detail["progress"] == f"{limit}/{limit}"
 
-        # The operator made the runner's ServiceAccount and bound it to the release's runner ClusterRole (its `bind` right).
+        # The operator made the runner's ServiceAccount, Role and RoleBinding with the chart's rights (RBAC let it grant them).
         job = kube.batch.list_namespaced_job(namespace, label_selector="flageval.io/evaluation=chart").items[0]
         assert job.spec.template.spec.service_account_name == "flageval-runner" and job.spec.template.spec.containers[0].image == "local/flageval:dev"
         assert [p.container_port for p in job.spec.template.spec.containers[0].ports] == [runner_metrics]  # runner.metricsPort
         binding = kube.rbac.read_namespaced_role_binding("flageval-runner", namespace)
-        assert binding.role_ref.kind == "ClusterRole" and binding.role_ref.name == f"{release}-runner"
+        assert binding.role_ref.kind == "Role" and binding.role_ref.name == "flageval-runner"
+        role = kube.rbac.read_namespaced_role("flageval-runner", namespace)
+        assert [kube.api.sanitize_for_serialization(r) for r in role.rules] == RUNNER_RULES
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
         assert "flageval_jobs_created_total 1.0" in text
 
@@ -485,7 +484,7 @@ def test_helm_install_runs_the_operator_as_a_pod_that_carries_an_evaluation_to_s
     # The pod object goes once the node has seen its process end: a moment after the process.
     wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={release}").items,
              30, "the operator pod object to be removed")
-    for name in (f"{release}-operator", f"{release}-operator-cluster", f"{release}-runner"):
+    for name in (f"{release}-operator", f"{release}-operator-cluster"):
         with pytest.raises(ApiException) as gone:
             kube.rbac.read_cluster_role(name)
         assert gone.value.status == 404

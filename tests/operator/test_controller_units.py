@@ -282,3 +282,48 @@ def test_the_operator_finds_another_evaluations_reports_by_evaluation_model_and_
     assert found.get(("old", "q-nvidia-origin", "gsm8k")).result.sample_verdicts == report["result"]["sampleVerdicts"]
     assert found.get(("old", "q-nvidia-origin", "mmlu")) is None and found.get(("new", "q-nvidia-origin", "gsm8k")) is None
     assert list(found) == [("old", "q-nvidia-origin", "gsm8k")] and not list(ReportsOf(index, "elsewhere"))
+
+
+def test_a_complete_job_is_s_only_with_its_runners_accuracy():
+    ev = evaluation(evalInfos=[{"evalModel": "x", "model": "m", "evalUrl": "http://h:1/v1/chat/completions"}], datasets=["gsm8k"])
+    key = ("x", "gsm8k")
+    just_now = JobState("a", complete=True, completed_at="2024-12-31T23:59:50Z")  # 10 s before NOW
+    long_ago = JobState("a", complete=True, completed_at="2024-12-31T23:50:00Z")
+    # The Job's watch event came before its result's: not finished yet, and not S.
+    status = evaluation_status(ev, {key: just_now}, {key: report("gsm8k", 5)}, now=NOW)
+    detail = status.eval_results[0].details[0]
+    assert status.phase.value == "Running" and detail.status == Status.RUNNING and detail.accuracy is None
+    # No result ever came: the dataset is OOR and says so; the Evaluation fails.
+    for reports in ({}, {key: report("gsm8k", 5)}):
+        status = evaluation_status(ev, {key: long_ago}, reports, now=NOW)
+        detail = status.eval_results[0].details[0]
+        assert detail.status == Status.OUT_OF_RETRIES and detail.accuracy is None and "reported no result" in detail.message
+        assert status.phase.value == "Failed" and status.release is False
+    # A success without an accuracy is no success.
+    status = evaluation_status(ev, {key: long_ago}, {key: report("gsm8k", 5, status="S")}, now=NOW)
+    assert status.eval_results[0].details[0].status == Status.OUT_OF_RETRIES and status.phase.value == "Failed"
+    status = evaluation_status(ev, {key: just_now}, {key: report("gsm8k", 5, status="S", accuracy=40.0)}, now=NOW)
+    assert status.eval_results[0].details[0].status == Status.SUCCESS and status.phase.value == "Succeeded"
+
+
+def test_a_failed_job_without_a_result_says_none_was_reported():
+    ev = evaluation(evalInfos=[{"evalModel": "x", "model": "m", "evalUrl": "http://h:1/v1/chat/completions"}], datasets=["gsm8k"])
+    failed = JobState("a", failed=True, reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")
+    status = evaluation_status(ev, {("x", "gsm8k"): failed}, {}, now=NOW)
+    detail = status.eval_results[0].details[0]
+    assert detail.status == Status.OUT_OF_RETRIES and detail.message.startswith("BackoffLimitExceeded")
+    assert "no result was reported" in detail.message and status.phase.value == "Failed"
+
+
+def test_the_runners_access_is_a_namespaced_role_of_exactly_its_rules():
+    from flageval.controller.jobs import RUNNER_RULES, runner_access
+
+    sa, role, binding = runner_access("team", Settings(runner_service_account="evals-runner"))
+    assert [o["kind"] for o in (sa, role, binding)] == ["ServiceAccount", "Role", "RoleBinding"]
+    assert all(o["metadata"]["name"] == "evals-runner" and o["metadata"]["namespace"] == "team"
+               and o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "flageval-operator" for o in (sa, role, binding))
+    assert role["rules"] == RUNNER_RULES
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "evals-runner"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "evals-runner", "namespace": "team"}]
+    job = build_jobs(evaluation(), Settings(runner_service_account="evals-runner"))[0]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "evals-runner"

@@ -10,10 +10,6 @@ Names are "<release>-<suffix>", cut to 63 characters: the chart creates cluster-
 {{- include "flageval-operator.name" (dict "root" . "suffix" "operator") -}}
 {{- end }}
 
-{{- define "flageval-operator.runnerClusterRole" -}}
-{{- include "flageval-operator.name" (dict "root" . "suffix" "runner") -}}
-{{- end }}
-
 {{- define "flageval-operator.serviceAccountName" -}}
 {{- .Values.serviceAccount.name | default (include "flageval-operator.operatorName" .) -}}
 {{- end }}

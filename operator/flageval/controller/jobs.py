@@ -155,3 +155,19 @@ def build_jobs(evaluation: dict[str, Any], settings: Settings) -> list[dict[str,
 
 # What a runner may do with the API: report on its own task, nothing else.
 RUNNER_RULES = [{"apiGroups": ["flageval.io"], "resources": ["evaluationtaskresults"], "verbs": ["get", "create", "patch"]}]
+
+
+def runner_access(namespace: str, settings: Settings) -> list[dict[str, Any]]:
+    """The runner's ServiceAccount, a Role of exactly RUNNER_RULES and their RoleBinding in `namespace`, all
+    named after the ServiceAccount. A namespaced Role, so nothing outside the namespace has to exist first;
+    the label finds them for cleanup (`kubectl delete sa,role,rolebinding -l app.kubernetes.io/managed-by=flageval-operator`)."""
+    name = settings.runner_service_account
+    meta = {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
+    rbac = "rbac.authorization.k8s.io"
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": f"{rbac}/v1", "kind": "Role", "metadata": meta, "rules": RUNNER_RULES},
+        {"apiVersion": f"{rbac}/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+    ]

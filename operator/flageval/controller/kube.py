@@ -14,14 +14,13 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from flageval.api.evaluation import GROUP, PLURAL, VERSION
-from flageval.controller.jobs import LABEL_EVALUATION
+from flageval.controller.jobs import LABEL_EVALUATION, runner_access
 from flageval.controller.settings import Settings
 
 log = logging.getLogger("flageval.operator")
 
 PATCHES_IN_FLIGHT = 8  # status patches sent at once, on their own threads: the loop never waits for one
 CREATES_IN_FLIGHT = 8  # Job creations sent at once, likewise
-MANAGED = {"app.kubernetes.io/managed-by": "flageval-operator"}
 
 
 def now_text() -> str:
@@ -90,20 +89,26 @@ class KubeApi:
         except ApiException as exc:
             log.warning("could not record event %s on %s/%s: HTTP %s", reason, meta["namespace"], meta["name"], exc.status)
 
-    async def ensure_runner_access(self, namespace: str) -> None:
-        """The runner ServiceAccount and its RoleBinding (task results only) in a namespace, once."""
+    async def ensure_runner_access(self, namespace: str) -> str | None:
+        """The runner's ServiceAccount, Role and RoleBinding (jobs.runner_access) in a namespace, once.
+        Returns why they cannot be made (the operator lacks a right), or None."""
         s = self.settings
         if not s.manage_runner_rbac or namespace in self.rbac_done:
-            return
-        sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": s.runner_service_account, "labels": MANAGED}}
-        binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                   "metadata": {"name": s.runner_service_account, "labels": MANAGED},
-                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": s.runner_cluster_role},
-                   "subjects": [{"kind": "ServiceAccount", "name": s.runner_service_account, "namespace": namespace}]}
-        for create, body in ((self.core.create_namespaced_service_account, sa), (self.rbac.create_namespaced_role_binding, binding)):
+            return None
+        creates = {"ServiceAccount": self.core.create_namespaced_service_account, "Role": self.rbac.create_namespaced_role,
+                   "RoleBinding": self.rbac.create_namespaced_role_binding}
+        for body in runner_access(namespace, s):
             try:
-                await asyncio.to_thread(create, namespace, body)
+                await asyncio.to_thread(creates[body["kind"]], namespace, body)
             except ApiException as exc:
-                if exc.status != 409:
-                    raise
+                if exc.status == 409:  # made earlier, by this operator or by hand: kept as it is
+                    continue
+                if exc.status in (401, 403):
+                    return (f"the operator may not create the runner's {body['kind']} {body['metadata']['name']} in {namespace} "
+                            f"(HTTP {exc.status}: {api_status(exc).get('message') or exc.reason}); install with the Helm chart "
+                            f"(charts/flageval-operator), which grants it, or set FLAGEVAL_MANAGE_RUNNER_RBAC=false and create yourself a "
+                            f"ServiceAccount, a Role allowing get, create, patch on evaluationtaskresults.flageval.io and a RoleBinding, "
+                            f"each named {s.runner_service_account}")
+                raise
         self.rbac_done.add(namespace)
+        return None

@@ -50,7 +50,7 @@ class Api(Protocol):
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
     async def runner_pods(self, namespace: str) -> list[dict[str, Any]]: ...
     async def post_event(self, body: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None: ...
-    async def ensure_runner_access(self, namespace: str) -> None: ...
+    async def ensure_runner_access(self, namespace: str) -> str | None: ...  # why it cannot be made, or None
 
 
 class Controller:
@@ -70,6 +70,7 @@ class Controller:
         self.pod_notes: dict[str, dict[tuple[str, str], str]] = {}  # namespace → (evaluation, Job) → note
         self.pods_looked_at: dict[str, float] = {}
         self.looking_at_pods: set[str] = set()
+        self.access_refused: set[str] = set()  # namespaces where the runner's access could not be made
         self.task: asyncio.Task | None = None
 
     # -- what the watches show -----------------------------------------------------------------------
@@ -183,7 +184,18 @@ class Controller:
                 state.suspending.pop(name, None)
                 raise
         if actions.runner_access:
-            await self.api.ensure_runner_access(namespace)
+            refused = await self.api.ensure_runner_access(namespace)
+            if refused:  # a runner could never report: none starts; tried again at every resync
+                for manifest in actions.create:
+                    labels = manifest["metadata"]["labels"]
+                    state.waiting[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = f"not started: {refused}"
+                actions.create = []
+                if namespace not in self.access_refused:  # said once per namespace
+                    self.access_refused.add(namespace)
+                    log.error("%s", refused)
+                    await self.api.post_event(state.body, "RunnerAccessDenied", refused, "Warning")
+            else:
+                self.access_refused.discard(namespace)
         present = self.view(key) if actions.suspend or actions.runner_access else jobs
         for manifest in actions.create:
             name = manifest["metadata"]["name"]

@@ -14,8 +14,7 @@ class Settings(BaseSettings):
     runner_image: str = Field(default="ghcr.io/flageval/flageval-runner:0.1.0", description="Image of the runner Jobs.")
     image_pull_policy: str = "IfNotPresent"
     runner_service_account: str = Field(default="flageval-runner", description="ServiceAccount the runner pods use in each namespace.")
-    manage_runner_rbac: bool = Field(default=True, description="Create the runner ServiceAccount and RoleBinding in a namespace on first use.")
-    runner_cluster_role: str = Field(default="flageval-runner", description="ClusterRole bound to the runner ServiceAccount.")
+    manage_runner_rbac: bool = Field(default=True, description="Create the runner ServiceAccount, its Role (task results only) and their RoleBinding in a namespace on first use.")
 
     results_claim: str = Field(default="flageval-results", description="PVC (in the Evaluation's namespace) holding results, journals and the response cache.")
     volume_mount_path: str = "/var/lib/flageval"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from flageval.verdict import judge, paired_from_verdicts
 
 Key = tuple[str, str]  # (evalModel, dataset)
 FINISHED = (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
+RESULT_GRACE_SECONDS = 30.0  # a Complete Job's result not seen after this long was never reported
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class JobState:
     reason: str = ""
     message: str = ""
     task: Key | None = None  # (evalModel, dataset), from the Job's labels
+    completed_at: str = ""  # status.completionTime of a Complete Job
 
     @property
     def finished(self) -> bool:
@@ -63,25 +66,43 @@ class JobState:
             reason=failed.get("reason", ""),
             message=failed.get("message", ""),
             task=(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET]) if LABEL_EVAL_MODEL in labels and LABEL_DATASET in labels else None,
+            completed_at=status.get("completionTime") or "",
         )
 
 
-def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskResult | None, suspend: bool, waiting: str) -> DatasetDetail:
+def _seconds_between(earlier: str, later: str) -> float:
+    try:
+        return (dt.datetime.fromisoformat(later) - dt.datetime.fromisoformat(earlier)).total_seconds()
+    except ValueError:
+        return float("inf")
+
+
+def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskResult | None, suspend: bool, waiting: str,
+                    now: str) -> DatasetDetail:
     progress = report.progress.text if report and report.progress else ""
     outcome = report.result if report else None
     if job is None:
         return DatasetDetail(dataset=dataset, status=Status.CANCELLED if suspend else Status.PENDING,
                              message="" if suspend else waiting or "waiting for a free slot")
     if job.complete:
-        if outcome is not None and outcome.status == Status.SUCCESS:
+        # S only with the runner's own successful result, which carries the accuracy.
+        if outcome is not None and outcome.status == Status.SUCCESS and outcome.accuracy is not None:
             return DatasetDetail(dataset=dataset, status=Status.SUCCESS, progress=outcome.progress or progress, accuracy=outcome.accuracy)
-        return DatasetDetail(dataset=dataset, status=Status.SUCCESS, progress=progress, message="the runner reported no result")
+        if outcome is None and _seconds_between(job.completed_at, now) < RESULT_GRACE_SECONDS:
+            # A runner exits 0 only once its result is accepted; its watch event may trail the Job's.
+            return DatasetDetail(dataset=dataset, status=Status.RUNNING, progress=progress, message="Job complete; reading its result")
+        said = f"{outcome.status.value} without an accuracy" if outcome is not None else "no result"
+        return DatasetDetail(dataset=dataset, status=Status.OUT_OF_RETRIES, progress=progress,
+                             message=f"the runner's Job completed but its runner reported {said}")
     if job.failed:
         if outcome is not None and outcome.status in (Status.FAILURE, Status.OUT_OF_RETRIES):
             return DatasetDetail(dataset=dataset, status=outcome.status, progress=outcome.progress or progress,
                                  accuracy=outcome.accuracy, message=outcome.message)
         status = Status.FAILURE if job.reason == "PodFailurePolicy" else Status.OUT_OF_RETRIES
-        return DatasetDetail(dataset=dataset, status=status, progress=progress, message=f"{job.reason}: {job.message}".strip(": "))
+        message = f"{job.reason}: {job.message}".strip(": ")
+        if outcome is None:  # its pods' log says why: a crash, or a report the API server refused or never took
+            message += "; no result was reported (see the runner pod's log)"
+        return DatasetDetail(dataset=dataset, status=status, progress=progress, message=message)
     if job.suspended:
         return DatasetDetail(dataset=dataset, status=Status.CANCELLED, progress=progress)
     if report is not None:  # the runner has started
@@ -207,7 +228,7 @@ def evaluation_status(
     own = {
         info.eval_model: [
             _dataset_detail(ds, jobs.get((info.eval_model, ds)), reports.get((info.eval_model, ds)), spec.suspend,
-                            waiting.get((info.eval_model, ds), ""))
+                            waiting.get((info.eval_model, ds), ""), now)
             for ds in datasets
         ]
         for info in spec.eval_infos
