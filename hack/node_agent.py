@@ -8,6 +8,15 @@ directory per PVC claim, Secret/ConfigMap files, projected service-account token
 TokenRequest API) bind-mounted at their mountPaths in a private mount namespace; pod status follows
 the processes; a deleted pod's processes get SIGTERM, SIGKILL after the grace period, and the pod is
 then removed. securityContext is not enforced (the processes run as this user).
+
+Two things a container runtime gives each pod and processes on one host do not have:
+- its own filesystem: a volume mounted over a directory that holds this checkout (an emptyDir at /tmp
+  while the checkout is under /tmp) would hide the virtualenv the pod runs from, so the checkout, the
+  virtualenv and the data directory are bound back in at their own paths beneath such a mount;
+- its own network: pods share the host's ports, so a containerPort another pod of this agent holds (or
+  that is in use on the host) is mapped to a free host port, and an argument or env value naming it
+  (`9091`, `--metrics-port=9091`) is rewritten to that port. The annotation `node-agent.flageval.io/ports`
+  on the pod maps "container/port name or number" to the host port.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +48,41 @@ DEFAULT_NODES = [
 ]
 HEARTBEAT_SECONDS = 10
 VENV_BIN = str(Path(sys.prefix) / "bin")  # the runner image's entry point, `flageval`, lives here
+CHECKOUT = Path(__file__).resolve().parents[1]
+PORTS_ANNOTATION = "node-agent.flageval.io/ports"
+
+
+def _install_paths() -> list[Path]:
+    """What a pod's processes run from and read: this checkout, its virtualenv, the benchmark data."""
+    paths = {CHECKOUT, Path(sys.prefix).resolve(), CHECKOUT.parent / "shared"}
+    if os.environ.get("FLAGEVAL_DATA_DIR"):
+        paths.add(Path(os.environ["FLAGEVAL_DATA_DIR"]).resolve())
+    return sorted(p for p in paths if p.is_dir())
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _with_port(value: str, ports: dict[int, int]) -> str:
+    """`value` with a mapped port swapped: the whole value (`9091`) or what follows its `=` (`--port=9091`)."""
+    head, eq, tail = value.rpartition("=")
+    number = tail if eq else value
+    if number.isdigit() and int(number) in ports:
+        return f"{head}{eq}{ports[int(number)]}"
+    return value
 
 
 def now() -> str:
@@ -54,6 +99,7 @@ class Agent:
         self.coordination = client.CoordinationV1Api()
         self.pods: dict[str, PodRunner] = {}  # uid → runner
         self.lock = threading.Lock()
+        self.held_ports: dict[int, str] = {}  # host port → uid of the pod holding it
         self.stopping = threading.Event()
 
     # -- nodes ------------------------------------------------------------------------------------
@@ -104,8 +150,8 @@ class Agent:
                 if len(kept) != len(taints):
                     self.core.patch_node(node["name"], {"spec": {"taints": [t.to_dict() for t in kept] or None}})
                 self.renew_lease(node["name"])
-            except ApiException as exc:
-                log.warning("heartbeat of %s failed: %s", node["name"], exc.reason)
+            except Exception as exc:  # noqa: BLE001 - the API server away: the next heartbeat tries again
+                log.warning("heartbeat of %s failed: %s", node["name"], getattr(exc, "reason", None) or exc)
 
     def renew_lease(self, name: str) -> None:
         spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
@@ -166,6 +212,25 @@ class Agent:
         self.finish_deletion(pod)
         with self.lock:
             self.pods.pop(pod.metadata.uid, None)
+        self.release_ports(pod.metadata.uid)
+
+    def host_ports(self, uid: str, wanted: list[int]) -> dict[int, int]:
+        """A host port for each containerPort of a pod: the same number while no other pod holds it and the
+        host has it free, else a free one."""
+        mapped: dict[int, int] = {}
+        with self.lock:
+            for port in wanted:
+                host = port if port not in self.held_ports and _port_free(port) else _free_port()
+                while host in self.held_ports:
+                    host = _free_port()
+                self.held_ports[host] = uid
+                mapped[port] = host
+        return mapped
+
+    def release_ports(self, uid: str) -> None:
+        with self.lock:
+            for port in [p for p, holder in self.held_ports.items() if holder == uid]:
+                del self.held_ports[port]
 
     def finish_deletion(self, pod) -> None:
         try:
@@ -193,6 +258,7 @@ class PodRunner:
         self.stopped = threading.Event()
         self.restarts: dict[str, int] = {}
         self.envs: dict[str, dict[str, str]] = {}  # container name → its environment, resolved before any starts
+        self.ports: dict[int, int] = {}  # containerPort → host port (see the module's docstring)
 
     # -- volumes and env ----------------------------------------------------------------------------
 
@@ -294,7 +360,7 @@ class PodRunner:
                 env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
         for var in container.env or []:
             if var.value_from is None:
-                env[var.name] = var.value or ""
+                env[var.name] = _with_port(var.value or "", self.ports)
                 continue
             ref = var.value_from
             try:
@@ -319,25 +385,51 @@ class PodRunner:
             argv = ["flageval", *argv] if "flageval" in (container.image or "") else argv
         if not argv:
             raise RuntimeError(f"container {container.name} has no command (images are not pulled here)")
+        argv = [_with_port(arg, self.ports) for arg in argv]
         mounts = [(volumes[m.name] / (m.sub_path or ""), m.mount_path) for m in container.volume_mounts or [] if m.name in volumes]
-        # A mount over a directory holding other volumes' host directories (an emptyDir at /tmp while the
-        # state lives under /tmp) must come last, or it hides them: e.g. the injected service-account token.
-        sources = [str(src) for src, _ in mounts]
-        mounts.sort(key=lambda m: any(src.startswith(m[1].rstrip("/") + "/") for src in sources))
         if not mounts or os.geteuid() != 0:
             return argv
-        # A private mount namespace puts each volume at its real path for this process only.
-        script = " && ".join(f"mkdir -p {shlex.quote(dst)} && mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for src, dst in mounts)
-        return ["unshare", "-m", "--propagation", "private", "sh", "-c", f"{script} && exec \"$@\"", "sh", *argv]
+        # A private mount namespace puts each volume at its real path for this process only. Parents are
+        # mounted before what lies beneath them. A host path the pod still needs that a mount would hide
+        # (another volume's source, this checkout under an emptyDir at /tmp) is first bound into that
+        # mount's source at the same relative place, and the source is then mounted recursively.
+        mounts.sort(key=lambda m: len(Path(m[1]).parts))
+        needed = sorted({*_install_paths(), self.dir, *(src for src, _ in mounts)}, key=lambda p: len(p.parts))  # self.dir: the pod's HOME
+        steps = []
+        for src, dst in mounts:
+            target = Path(dst)
+            for path in needed:
+                if path != src and path != target and path.is_relative_to(target):
+                    inner = src / path.relative_to(target)
+                    steps.append(f"mkdir -p {shlex.quote(str(inner))} && mount --bind {shlex.quote(str(path))} {shlex.quote(str(inner))}")
+            steps.append(f"mkdir -p {shlex.quote(dst)} && mount --rbind {shlex.quote(str(src))} {shlex.quote(dst)}")
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", f"{' && '.join(steps)} && exec \"$@\"", "sh", *argv]
 
     # -- running ------------------------------------------------------------------------------------
 
     def patch_status(self, status: dict) -> None:
-        try:
-            self.core.patch_namespaced_pod_status(self.pod.metadata.name, self.pod.metadata.namespace, {"status": status})
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("status of %s: %s", self.pod.metadata.name, exc.reason)
+        """As a kubelet keeps syncing: while the API server is away (unreachable, 5xx) the status is sent
+        again until it is taken, or the pod is gone; a pod's end is never lost."""
+        delay, said = 0.5, False
+        while True:
+            try:
+                self.core.patch_namespaced_pod_status(self.pod.metadata.name, self.pod.metadata.namespace, {"status": status},
+                                                      _request_timeout=15)
+                return
+            except ApiException as exc:
+                if exc.status == 404 or not (exc.status >= 500 or exc.status == 429):
+                    if exc.status != 404:
+                        log.warning("status of %s: %s", self.pod.metadata.name, exc.reason)
+                    return
+                problem = f"HTTP {exc.status}"
+            except Exception as exc:  # noqa: BLE001 - unreachable: retried
+                problem = type(exc).__name__
+            if not said:
+                log.warning("status of %s not taken (%s); retrying", self.pod.metadata.name, problem)
+                said = True
+            if self.agent.stopping.wait(delay):
+                return
+            delay = min(delay * 2, 5.0)
 
     def container_status(self, container, state: dict, ready: bool) -> dict:
         return {"name": container.name, "image": container.image or "local", "imageID": "", "ready": ready,
@@ -362,10 +454,24 @@ class PodRunner:
             argv = ["sh", "-c", f"cd {shlex.quote(workdir)} && exec \"$@\"", "sh", *argv] if argv[0] != "unshare" else argv[:6] + [argv[6].replace(" && exec", f" && cd {shlex.quote(workdir)} && exec", 1)] + argv[7:]
         return subprocess.Popen(argv, env=self.envs[container.name], cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
+    def map_ports(self) -> None:
+        containers = [*(self.pod.spec.init_containers or []), *self.pod.spec.containers]
+        declared = [(c.name, p) for c in containers for p in c.ports or []]
+        if not declared:
+            return
+        self.ports = self.agent.host_ports(self.pod.metadata.uid, sorted({p.container_port for _, p in declared}))
+        shown = {f"{container}/{port.name or port.container_port}": self.ports[port.container_port] for container, port in declared}
+        try:
+            self.core.patch_namespaced_pod(self.pod.metadata.name, self.pod.metadata.namespace,
+                                           {"metadata": {"annotations": {PORTS_ANNOTATION: json.dumps(shown, sort_keys=True)}}})
+        except ApiException as exc:
+            log.warning("could not annotate %s with its ports: %s", self.pod.metadata.name, exc.reason)
+
     def run(self) -> None:
         name = self.pod.metadata.name
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.map_ports()
             volumes = self.prepare()
             if volumes is None:  # deleted while waiting for what it references
                 self.stopped.set()
@@ -378,6 +484,7 @@ class PodRunner:
             self.processes = {c.name: self.spawn(c, volumes) for c in self.pod.spec.containers}
         except Exception as exc:  # noqa: BLE001 - whatever stops a start, the pod says why
             log.warning("pod %s could not start: %s", name, exc)
+            self.agent.release_ports(self.pod.metadata.uid)
             return self.patch_status({"phase": "Failed", "reason": "StartError", "message": str(exc)[:500], "hostIP": "127.0.0.1", "podIP": "127.0.0.1"})
         self.patch_status({"phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
                            "startTime": started, "conditions": self.conditions(True),
@@ -404,6 +511,7 @@ class PodRunner:
 
     def finish(self, codes: dict[str, int], failed_init: bool = False) -> None:
         self.stopped.set()
+        self.agent.release_ports(self.pod.metadata.uid)
         if self.deleting:
             return
         stamp = now()

@@ -73,3 +73,23 @@ def test_a_port_in_use_costs_the_endpoint_not_the_run(tmp_path):
     assert proc.returncode == 0, out
     assert f"no /metrics on port {port}" in out
     assert read_result(run_paths(tmp_path, "gsm8k")).progress == "5/5"
+
+
+def test_a_result_that_cannot_be_reported_fails_the_runner_and_keeps_the_result_on_disk(tmp_path):
+    """The API server never answers (nothing listens on its port): the runner evaluates, retries its final
+    report for FLAGEVAL_REPORT_PATIENCE seconds, then exits 3, not 0 — and the result stays on the volume."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}], "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    with serve_in_thread(default_answerer(DATA, 0.7, 5)) as model:
+        proc = runner(model.chat_url, tmp_path / "out", "--limit", "5", KUBECONFIG=str(kubeconfig), FLAGEVAL_TASK_RESULT="ns/task",
+                      FLAGEVAL_REPORT_PATIENCE="3")
+        out, _ = proc.communicate(timeout=120)
+        asked = model.stats()["total"]
+    assert proc.returncode == 3, out
+    assert "cannot report to ns/task for now, retrying" in out
+    assert "the result of ns/task was not accepted within 3 s" in out
+    result = read_result(run_paths(tmp_path / "out", "gsm8k"))
+    assert asked == 5 and result.progress == "5/5" and result.accuracy == intended_accuracy("gsm8k", DATA, 0.7, 5, 5)

@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError
 
 from flageval.api import Status, format_validation_error
 from flageval.api.evaluation import (
@@ -46,6 +47,7 @@ log = logging.getLogger("flageval.shim.kubernetes")
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 CREATED_BY = {"app.kubernetes.io/created-by": "flageval-shim"}
 FINISHED_PHASES = (Phase.SUCCEEDED.value, Phase.FAILED.value)
+REQUEST_TIMEOUT = 10.0  # seconds per API call: past it the client gets its answer (err_code 1), not a hang
 
 
 @dataclass
@@ -117,7 +119,11 @@ class KubeBackend:
         pass
 
     async def _call(self, fn, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """One API call; the API server unreachable or not answering in time is an error answer, not a 500."""
+        try:
+            return await asyncio.to_thread(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except (HTTPError, OSError) as exc:
+            raise BackendError(f"cannot reach the Kubernetes API: {type(exc).__name__}: {exc}"[:500]) from None
 
     # -- the API ----------------------------------------------------------------------------------
 
