@@ -159,7 +159,7 @@ def test_default_objects_names_and_labels(helm):
     docs = render(helm)
     assert kinds(docs) == sorted([
         ("ServiceAccount", "fe-operator"), ("ClusterRole", "fe-operator"), ("ClusterRole", "fe-operator-cluster"),
-        ("ClusterRoleBinding", "fe-operator"), ("ClusterRoleBinding", "fe-operator-cluster"), ("ClusterRole", "fe-runner"),
+        ("ClusterRoleBinding", "fe-operator"), ("ClusterRoleBinding", "fe-operator-cluster"),
         ("Deployment", "fe-operator"), ("Service", "fe-operator-metrics"), ("PersistentVolumeClaim", "flageval-results"),
     ])
     for doc in docs:
