@@ -63,7 +63,7 @@ def test_runs_survive_a_control_plane_outage_with_nothing_lost_or_repeated(priva
     shim = None
     try:
         shim = launch_shim(tmp_path / "shim", tmp_path / "shim.log", "--kubeconfig", str(state / "kubeconfig"), "--namespace", "outage",
-                           "--limit", str(LIMIT))
+                           "--limit", str(LIMIT), timeout=120)  # a loaded machine starts it slowly
         http = httpx.Client(base_url=shim.url, timeout=30)
         infos = [{"eval_model": "o-nvidia-origin" if i == 0 else f"o-{i}", "model": "qwen3", "eval_url": m.chat_url, "num_concurrent": 1}
                  for i, m in enumerate(models)]
