@@ -36,6 +36,7 @@ from flageval.api import (
     format_validation_error,
 )
 from flageval.api.genkwargs import parse_gen_kwargs, to_request_fields
+from flageval.api.urlpolicy import UrlPolicy, check_url
 from flageval.datasets import DatasetError, default_data_dir, get_dataset
 from flageval.engine import Journal, ResponseCache, run_dataset
 from flageval.engine.types import Endpoint
@@ -98,10 +99,11 @@ class RunRequest:
     mode: str | None = None
     data_dir: Path | None = None
     cache_dir: Path | None = None  # None: no response cache
+    url_policy: UrlPolicy | None = None  # eval_url and every address connected to are checked (None: no check)
     engine_options: dict = field(default_factory=dict)  # test hooks: backoff settings, client
 
 
-def endpoint_for(info: EvalInfo) -> Endpoint:
+def endpoint_for(info: EvalInfo, url_policy: UrlPolicy | None = None) -> Endpoint:
     return Endpoint(
         url=info.eval_url,
         model=info.model,
@@ -112,6 +114,7 @@ def endpoint_for(info: EvalInfo) -> Endpoint:
         retry_time=info.retry_time,
         gen_fields=to_request_fields(parse_gen_kwargs(info.gen_kwargs)),
         thinking=info.thinking,
+        url_policy=url_policy,
     )
 
 
@@ -121,9 +124,16 @@ def _config_failure(dataset: str, message: str) -> DatasetResult:
 
 async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetResult:
     """Evaluate one dataset against one service, resuming from the journal in request.output."""
-    endpoint = endpoint_for(request.eval_info)
+    endpoint = endpoint_for(request.eval_info, request.url_policy)
     paths = run_paths(request.output, request.dataset)
     reporter = ProgressFileReporter(paths, reporter or NullReporter())
+    if request.url_policy is not None:
+        refusal = await check_url(endpoint.url, request.url_policy)
+        if refusal:  # a configuration error: nothing is sent, the journal (if any) is untouched
+            result = _config_failure(request.dataset, f"eval_url {endpoint.url}: {refusal}")
+            write_result(paths, result)
+            reporter.finished(result)
+            return result
     try:
         dataset = get_dataset(
             request.dataset,
@@ -303,9 +313,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: FLAGEVAL_EVAL_INFO: {format_validation_error(exc)}", file=sys.stderr)
         return EXIT_CONFIG
 
+    try:
+        policy = UrlPolicy.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
     if args.metrics_port:
         serve_metrics(args.metrics_port)
-    request = RunRequest(info, args.dataset, args.output, args.limit, args.mode, args.data_dir, args.cache_dir)
+    request = RunRequest(info, args.dataset, args.output, args.limit, args.mode, args.data_dir, args.cache_dir,
+                         url_policy=policy)
     reporter = _reporter_from_env()
     return asyncio.run(_run_until_terminated(request, reporter))
 

@@ -20,6 +20,7 @@ from flageval.api.results import (
     pack_verdicts,
     sample_verdicts,
 )
+from flageval.api.urlpolicy import METADATA_LITERALS
 
 GROUP = "flageval.io"
 VERSION = "v1alpha1"
@@ -32,6 +33,10 @@ TASK_RESULT_PLURAL = "evaluationtaskresults"
 # A label value: evalModel names Jobs' labels and the results directory.
 EVAL_MODEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
 URL_RULE = "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''"
+# The metadata services' literal addresses and names (with or without the root's trailing dot); the
+# operator and the runners refuse the rest (CIDRs, resolved addresses: see api/urlpolicy.py).
+METADATA_RULE = ("!isURL(self) || ![" + ", ".join(f"'{m}'" for m in METADATA_LITERALS)
+                 + "].exists(m, url(self).getHostname().lowerAscii() in [m, m + '.'])")
 
 
 def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -82,7 +87,10 @@ class EvalInfoSpec(ServiceNames, CamelModel):
     eval_url: str = Field(
         max_length=2048,
         description=EvalInfo.model_fields["eval_url"].description,
-        json_schema_extra={"x-kubernetes-validations": [cel(URL_RULE, "evalUrl must be an http:// or https:// URL such as http://host:9010/v1/chat/completions")]},
+        json_schema_extra={"x-kubernetes-validations": [
+            cel(URL_RULE, "evalUrl must be an http:// or https:// URL such as http://host:9010/v1/chat/completions"),
+            cel(METADATA_RULE, "evalUrl must not be a cloud metadata service (169.254.169.254, fd00:ec2::254, metadata.google.internal, …)"),
+        ]},
     )
     tokenizer: Annotated[str, _from_evalinfo("tokenizer")] = Field(max_length=253)
     api_key_secret_ref: SecretKeyRef | None = Field(

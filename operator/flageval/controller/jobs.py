@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from flageval.api.evaluation import EvalInfoSpec, EvaluationSpec
+from flageval.api.urlpolicy import UrlPolicy, UrlRefused, url_refusal
 from flageval.controller.settings import Settings
 from flageval.datasets import suite
 
@@ -81,6 +82,7 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
         {"name": "FLAGEVAL_TASK_RESULT", "value": f"{namespace}/{name}"},
         {"name": "FLAGEVAL_TASK_RESULT_META", "value": json.dumps(report_meta, sort_keys=True)},
         {"name": "FLAGEVAL_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *({"name": name, "value": value} for name, value in settings.url_policy.env().items()),
     ]
     # The service-account token is projected explicitly (automount off) so its mount precedes /tmp's.
     volumes = [
@@ -147,9 +149,21 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
     return job
 
 
+def refused_urls(spec: EvaluationSpec, policy: UrlPolicy) -> str | None:
+    """Why the policy refuses the Evaluation's evalUrls (each as written: the runner checks the addresses
+    a host name resolves to when it connects), or None."""
+    refusals = [f"spec.evalInfos[{i}].evalUrl {info.eval_url}: {why}" for i, info in enumerate(spec.eval_infos)
+                if (why := url_refusal(info.eval_url, policy))]
+    return "; ".join(refusals) or None
+
+
 def build_jobs(evaluation: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
-    """Every Job of an Evaluation, evalInfo by evalInfo, in dataset order."""
+    """Every Job of an Evaluation, evalInfo by evalInfo, in dataset order. Raises UrlRefused when an
+    evalUrl is refused: then no Job at all."""
     spec = EvaluationSpec.model_validate(evaluation["spec"])
+    refusal = refused_urls(spec, settings.url_policy)
+    if refusal:
+        raise UrlRefused(refusal)
     return [build_job(evaluation, info, dataset, settings) for info in spec.eval_infos for dataset in datasets_of(spec)]
 
 

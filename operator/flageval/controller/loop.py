@@ -60,6 +60,7 @@ class Controller:
     def __init__(self, settings: Settings, api: Api, jobs: Mapping[Key, Iterable[JobState]],
                  reports: Mapping[Key, Iterable[Mapping[str, Any]]]) -> None:
         self.settings, self.api, self.jobs, self.reports = settings, api, jobs, reports
+        self.url_policy = settings.url_policy  # parsed once
         self.evaluations: dict[Key, EvaluationState] = {}
         self.dirty: set[Key] = set()
         self.wake = asyncio.Event()
@@ -304,7 +305,8 @@ class Controller:
         namespace, name = key
         notes = {job: note for (evaluation, job), note in self.pod_notes.get(namespace, {}).items() if evaluation == name}
         others = [s.body for (ns, n), s in self.evaluations.items() if ns == namespace and n != name]
-        return desired_status(state, self.view(key), self.reports.get(key, ()), others, ReportsOf(self.reports, namespace), notes, now_text())
+        return desired_status(state, self.view(key), self.reports.get(key, ()), others, ReportsOf(self.reports, namespace), notes, now_text(),
+                              self.url_policy)
 
     async def patch_status(self, state: EvaluationState) -> None:
         key = state.key

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flageval.api.evaluation import EvaluationSpec, EvaluationTaskResult, Phase
+from flageval.api.urlpolicy import UrlPolicy, UrlRefused
 from flageval.controller.jobs import LABEL_DATASET, LABEL_EVAL_MODEL, build_jobs
 from flageval.controller.settings import Settings
 from flageval.controller.status import (
@@ -77,7 +78,7 @@ def spec_and_manifests(state: EvaluationState, settings: Settings) -> tuple[Eval
     spec = EvaluationSpec.model_validate(state.body["spec"])
     try:
         manifests = build_jobs(state.body, settings)
-    except (DatasetError, ValidationError):
+    except (DatasetError, ValidationError, UrlRefused):
         manifests = []
     state.manifests = (version, spec, manifests)
     return spec, manifests
@@ -175,7 +176,7 @@ class ReportsOf(Mapping):
 
 def desired_status(state: EvaluationState, jobs: Mapping[str, JobState], reports: Iterable[Mapping[str, Any]],
                    others: Iterable[Mapping[str, Any]], others_reports: Mapping[tuple[str, str, str], EvaluationTaskResult],
-                   notes: Mapping[str, str], now: str) -> dict[str, Any] | None:
+                   notes: Mapping[str, str], now: str, url_policy: UrlPolicy | None = None) -> dict[str, Any] | None:
     """The status the Evaluation should have, or None when it has it already (or was last written so).
     notes: why a Job's runner pod waits, by Job name."""
     body = state.body
@@ -186,7 +187,8 @@ def desired_status(state: EvaluationState, jobs: Mapping[str, JobState], reports
         if LABEL_EVAL_MODEL in labels and LABEL_DATASET in labels:
             validated[(labels[LABEL_EVAL_MODEL], labels[LABEL_DATASET])] = EvaluationTaskResult.model_validate(report)
     waiting = {**{task: notes[job.name] for task, job in by_task.items() if job.name in notes}, **state.waiting}
-    new = status_body(evaluation_status(body, by_task, validated, others, others_reports=others_reports, waiting=waiting, now=now))
+    new = status_body(evaluation_status(body, by_task, validated, others, others_reports=others_reports, waiting=waiting,
+                                        url_policy=url_policy, now=now))
     if same_status(body.get("status") or {}, new) or same_status(state.written, new):
         return None
     return new

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flageval.api.urlpolicy import UrlPolicy
 
 
 class Settings(BaseSettings):
@@ -36,3 +38,15 @@ class Settings(BaseSettings):
     resync_interval: float = Field(default=30.0, gt=0, description="Evaluations are re-examined at least this often (seconds).")
     termination_grace_seconds: int = 30
     runner_metrics_port: int = Field(default=9091, ge=0, le=65535, description="Port of each runner's /metrics (0: none).")
+    url_allow: str = Field(default="", description="CIDRs and hosts evalUrls may reach though refused by default (link-local, metadata), comma-separated; passed on to the runners.")
+    url_deny: str = Field(default="", description="CIDRs and hosts evalUrls may not reach (e.g. 127.0.0.0/8,::1), comma-separated; wins over url_allow; passed on to the runners.")
+
+    @field_validator("url_allow", "url_deny")
+    @classmethod
+    def _url_entries(cls, value: str) -> str:
+        UrlPolicy.parse(value)  # raises ValueError naming the bad entry, at start
+        return value
+
+    @property
+    def url_policy(self) -> UrlPolicy:
+        return UrlPolicy.parse(self.url_allow, self.url_deny)

@@ -21,7 +21,13 @@ from flageval.api.evaluation import (
     Phase,
 )
 from flageval.api.results import overall_status
-from flageval.controller.jobs import LABEL_DATASET, LABEL_EVAL_MODEL, datasets_of
+from flageval.api.urlpolicy import UrlPolicy
+from flageval.controller.jobs import (
+    LABEL_DATASET,
+    LABEL_EVAL_MODEL,
+    datasets_of,
+    refused_urls,
+)
 from flageval.datasets import DatasetError
 from flageval.verdict import judge, paired_from_verdicts
 
@@ -207,6 +213,7 @@ def evaluation_status(
     *,
     others_reports: Mapping[tuple[str, str, str], EvaluationTaskResult] | None = None,
     waiting: Mapping[Key, str] | None = None,
+    url_policy: UrlPolicy | None = None,
     now: str,
 ) -> EvaluationStatus:
     """The status an Evaluation should have: per service and dataset, phase, conditions, verdicts.
@@ -218,9 +225,12 @@ def evaluation_status(
     previous = (evaluation.get("status") or {}).get("conditions") or []
     spec = EvaluationSpec.model_validate(evaluation["spec"])
     try:
+        refusal = refused_urls(spec, url_policy) if url_policy is not None else None
         datasets = datasets_of(spec)
     except DatasetError as exc:
-        message = str(exc)
+        refusal = str(exc)
+    if refusal:  # no Job was created: the Evaluation fails as a whole, saying which field and rule
+        message = refusal
         return EvaluationStatus(phase=Phase.FAILED, observed_generation=generation, message=message, release=False,
                                 conditions=_conditions(Phase.FAILED, message, previous, now, generation),
                                 eval_results=[EvalResult(eval_model=i.eval_model, chip=i.chip, status=Status.FAILURE) for i in spec.eval_infos])

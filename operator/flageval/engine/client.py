@@ -13,7 +13,13 @@ from typing import Any
 import orjson
 
 from flageval.engine import metrics
-from flageval.engine.transport import Transport, TransportError, TransportTimeout
+from flageval.engine.redact import redact_secret
+from flageval.engine.transport import (
+    AddressRefused,
+    Transport,
+    TransportError,
+    TransportTimeout,
+)
 from flageval.engine.types import Endpoint, Reply
 
 # Transient by HTTP semantics; every other 4xx means the request itself is wrong and would fail again.
@@ -246,6 +252,10 @@ class EndpointClient:
             self.requests_sent += 1
             try:
                 response = await self.transport.post(payload, self.headers, timeout)
+            except AddressRefused as error:
+                self.last_error = f"not sent: eval_url {error}"
+                metrics.SAMPLE_ERRORS.labels(reason="refused").inc()
+                raise SampleFailed(self.last_error) from None
             except TransportTimeout:
                 last = f"no answer within {timeout:.3g}s from {endpoint.url}"
                 metrics.observe_attempt("timeout", time.monotonic() - started)
@@ -260,7 +270,7 @@ class EndpointClient:
                         result = parse(orjson.loads(response.content))
                     except (ValueError, TypeError, KeyError, AttributeError) as error:
                         reason = str(error) if isinstance(error, MalformedResponse) else "body is not JSON"
-                        last = f"unusable answer from {endpoint.url} ({reason}): {excerpt(response.text)}"
+                        last = f"unusable answer from {endpoint.url} ({reason}): {self._excerpt(response.text)}"
                         metrics.observe_attempt("malformed", elapsed)
                     else:
                         metrics.observe_attempt("ok", elapsed)
@@ -268,7 +278,7 @@ class EndpointClient:
                             self.breaker.success()
                         return result
                 else:
-                    last = f"HTTP {status} from {endpoint.url}: {excerpt(response.text) or '(empty body)'}"
+                    last = f"HTTP {status} from {endpoint.url}: {self._excerpt(response.text) or '(empty body)'}"
                     retryable = status >= 500 or status in RETRYABLE_4XX
                     metrics.observe_attempt(f"http_{status // 100}xx", elapsed)
                     if not retryable:
@@ -287,6 +297,11 @@ class EndpointClient:
             metrics.RETRIES.inc()
             await asyncio.sleep(delay)
         raise self._give_up(f"failed after {attempts} attempt(s); last error: {last}")
+
+    def _excerpt(self, text: str) -> str:
+        """An answer's text as errors quote it: without the API key (an endpoint may quote the request's
+        Authorization header in its error body), then shortened."""
+        return excerpt(redact_secret(text, self.endpoint.api_key))
 
     def _give_up(self, message: str) -> SampleFailed:
         metrics.SAMPLE_ERRORS.labels(reason="out_of_retries").inc()

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from flageval.engine.redact import redact_secret
 from flageval.engine.types import Endpoint
 
 
@@ -35,6 +36,6 @@ async def probe(endpoint: Endpoint, timeout: float = 10.0) -> str | None:
             "(…/v1/chat/completions or …/v1/completions)"
         )
     if response.status_code == 400 and "model" in response.text.lower():
-        return f"{endpoint.url} does not serve model '{endpoint.model}': {response.text[:200]}"
+        return f"{endpoint.url} does not serve model '{endpoint.model}': {redact_secret(response.text[:200], endpoint.api_key)}"
     # 5xx and 429 are left to the engine's retries: a busy server is not a wrong configuration.
     return None

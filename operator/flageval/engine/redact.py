@@ -1,8 +1,9 @@
-"""Requests carry pictures as base64 data URLs; whatever is kept or shown (journals, logs, errors)
-carries a short description of each instead."""
+"""What is kept or shown (journals, logs, errors) never carries what a request carried but a record
+should not: pictures (base64 data URLs, replaced by a short description) and the API key."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,4 +33,18 @@ def redact_data_urls(value: Any, names: Sequence[str] = ()) -> Any:
     return walk(value)
 
 
-__all__ = ["DATA_URL", "redact_data_urls"]
+REDACTED = "[redacted]"
+NO_KEY = ("", "EMPTY")  # FlagEval's "no key": nothing to hide
+
+
+def redact_secret(text: str, secret: str | None) -> str:
+    """`text` without `secret`, also as JSON escapes it (an endpoint may quote the Authorization
+    header it got in an error body, raw or inside a JSON string)."""
+    if not secret or secret in NO_KEY:
+        return text
+    for form in dict.fromkeys((secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1])):
+        text = text.replace(form, REDACTED)
+    return text
+
+
+__all__ = ["DATA_URL", "REDACTED", "redact_data_urls", "redact_secret"]

@@ -279,7 +279,8 @@ async def run_dataset(endpoint: Endpoint, items: Iterable[WorkItem], score: Scor
     """
     tracker = ProgressTracker(dataset, total)
     hits_before = cache.hits if cache is not None else 0
-    transport = build_transport(endpoint.url, max(1, endpoint.num_concurrent), endpoint.request_timeout, client)
+    transport = build_transport(endpoint.url, max(1, endpoint.num_concurrent), endpoint.request_timeout, client,
+                                endpoint.url_policy)
     run = _Run(endpoint, items, score, journal, cache, transport, retry_policy or RetryPolicy(), tracker)
 
     def emit(force: bool = False) -> None:

@@ -23,6 +23,9 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
+from flageval.api.urlpolicy import Resolver, UrlPolicy, UrlRefused
+from flageval.engine.egress import checked_addresses, connect_checked
+
 
 class TransportError(Exception):
     """The request got no complete HTTP answer: refused, reset, closed early, unparseable framing."""
@@ -30,6 +33,10 @@ class TransportError(Exception):
 
 class TransportTimeout(TransportError):
     """No complete answer within the attempt's timeout."""
+
+
+class AddressRefused(TransportError):
+    """The URL policy refuses the address the endpoint's host resolves to: no attempt can succeed."""
 
 
 @dataclass
@@ -52,12 +59,25 @@ class Transport(Protocol):
 class HttpxTransport:
     """Requests through an httpx.AsyncClient (closed here only when `owned`)."""
 
-    def __init__(self, url: str, client: httpx.AsyncClient, *, owned: bool = False) -> None:
+    def __init__(self, url: str, client: httpx.AsyncClient, *, owned: bool = False,
+                 policy: UrlPolicy | None = None, resolver: Resolver | None = None) -> None:
         self.url = url
         self.client = client
         self.owned = owned
+        self.policy, self.resolver = policy, resolver
 
     async def post(self, payload: bytes, headers: dict[str, str], timeout: float) -> RawResponse:
+        if self.policy is not None:
+            # httpx (or the proxy) resolves the name again: this check is as good as a check can be
+            # from here; the direct path (LeanTransport) connects to the checked address itself.
+            parts = urlsplit(self.url)
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                await checked_addresses(self.url, parts.hostname or "", port, self.policy, self.resolver)
+            except UrlRefused as error:
+                raise AddressRefused(str(error)) from None
+            except OSError:
+                pass  # not resolvable here (a proxy may resolve it): the request says what happens
         try:
             response = await self.client.post(self.url, content=payload, headers=headers, timeout=timeout)
         except httpx.TimeoutException as error:
@@ -202,8 +222,10 @@ class _Connection(asyncio.Protocol):
 class LeanTransport:
     """POSTs to one URL over up to `max_connections` reused HTTP/1.1 connections."""
 
-    def __init__(self, url: str, max_connections: int, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, url: str, max_connections: int, *, ssl_context: ssl.SSLContext | None = None,
+                 policy: UrlPolicy | None = None, resolver: Resolver | None = None) -> None:
         parts = urlsplit(url)
+        self.url, self.policy, self.resolver = url, policy, resolver
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url}")
         self.host = parts.hostname
@@ -225,9 +247,14 @@ class LeanTransport:
 
     async def _connect(self, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
+        if self.policy is not None:
+            opening = connect_checked(_Connection, self.url, self.host, self.port, self.ssl, self.policy, self.resolver)
+        else:
+            opening = loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl)
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl), timeout)
+            _, connection = await asyncio.wait_for(opening, timeout)
+        except UrlRefused as error:
+            raise AddressRefused(str(error)) from None
         except TimeoutError:
             raise TransportTimeout(f"connecting to {self.host}:{self.port} took over {timeout:.3g}s") from None
         except OSError as error:
@@ -290,10 +317,11 @@ def _expire(waiter: asyncio.Future[RawResponse], timeout: float) -> None:
 
 
 def build_transport(url: str, max_connections: int, request_timeout: float,
-                    client: httpx.AsyncClient | None = None) -> Transport:
+                    client: httpx.AsyncClient | None = None, policy: UrlPolicy | None = None) -> Transport:
+    """policy: every connection's address is checked against it (None: no check)."""
     if client is not None:
-        return HttpxTransport(url, client)
+        return HttpxTransport(url, client, policy=policy)
     if proxy_applies(url):
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        return HttpxTransport(url, httpx.AsyncClient(limits=limits, timeout=request_timeout), owned=True)
-    return LeanTransport(url, max_connections)
+        return HttpxTransport(url, httpx.AsyncClient(limits=limits, timeout=request_timeout), owned=True, policy=policy)
+    return LeanTransport(url, max_connections, policy=policy)

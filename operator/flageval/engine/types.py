@@ -7,6 +7,8 @@ from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from flageval.api.urlpolicy import UrlPolicy
+
 EndpointKind = Literal["chat", "completions"]
 
 
@@ -29,6 +31,7 @@ class Endpoint:
     gen_fields: dict[str, Any] = field(default_factory=dict)  # OpenAI fields from gen_kwargs
     thinking: bool = False
     request_timeout: float = 600.0  # one HTTP attempt; retry_time bounds the whole sample
+    url_policy: UrlPolicy | None = None  # every connection's address is checked against it (None: no check)
 
     @cached_property  # read for every request body
     def kind(self) -> EndpointKind:

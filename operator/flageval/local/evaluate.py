@@ -155,6 +155,15 @@ async def evaluate_locally(args: argparse.Namespace) -> int:
         info = _eval_info(args)
     except ValidationError as exc:
         return fail(format_validation_error(exc))
+    from flageval.api.urlpolicy import UrlPolicy, check_url
+
+    try:
+        refusal = await check_url(info.eval_url, UrlPolicy.from_env())
+    except ValueError as exc:
+        return fail(str(exc))
+    if refusal:  # this machine's own user chose the URL: warn, as the operator and REST API would refuse it
+        err.print(f"flageval: warning: eval_url {info.eval_url}: {refusal} (the operator and the REST API refuse it; "
+                  "this run goes on)", markup=False, highlight=False)
     problem = await probe(endpoint_for(info))
     if problem:
         return fail(problem)

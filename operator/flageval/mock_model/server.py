@@ -160,6 +160,7 @@ class ServerOptions:
     api_key: str | None = None  # None: no authorization required
     reasoning_field: bool = False  # thinking in reasoning_content instead of <think> in content
     seed: int = 0
+    echo_auth: bool = False  # error bodies quote the request's Authorization header, as some servers do
 
 
 class _Action:
@@ -268,8 +269,9 @@ class MockModelServer:
         self.last_request_time = time.time()
         if self.first_request_time is None:
             self.first_request_time = self.last_request_time
+        said = f" (request had Authorization: {headers.get('authorization', '')})" if options.echo_auth else ""
         if options.api_key is not None and headers.get("authorization") != f"Bearer {options.api_key}":
-            return _Action(_error(401, "invalid API key", "authentication_error", close=close), close=close)
+            return _Action(_error(401, "invalid API key" + said, "authentication_error", close=close), close=close)
         try:
             body = orjson.loads(raw)
         except ValueError:
@@ -296,13 +298,13 @@ class MockModelServer:
         self.faults[fault] += 1
         retry_after = f"{options.faults.retry_after:g}"
         if fault == "503":
-            data = _error(503, "server overloaded, retry later", "ServiceUnavailable",
+            data = _error(503, "server overloaded, retry later" + said, "ServiceUnavailable",
                           headers=[("retry-after", retry_after)], close=close)
         elif fault == "429":
-            data = _error(429, "rate limit reached", "RateLimitError", headers=[("retry-after", retry_after)],
+            data = _error(429, "rate limit reached" + said, "RateLimitError", headers=[("retry-after", retry_after)],
                           close=close)
         elif fault == "500":
-            data = _error(500, "internal error", "InternalServerError", close=close)
+            data = _error(500, "internal error" + said, "InternalServerError", close=close)
         elif fault == "bad_json":
             data = _response(200, None, raw=b'{"id":"cmpl-broken","choices":[{"index":0,"mess', close=close)
         elif fault == "reset":
@@ -616,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stall-seconds", type=float, default=3600.0, help="how long a stalled request hangs")
     parser.add_argument("--model", default=None, help="served model name; other names get 404 (default: any)")
     parser.add_argument("--api-key", default=None, help="require this bearer token")
+    parser.add_argument("--echo-auth", action="store_true",
+                        help="error answers quote the request's Authorization header (to test that clients hide it)")
     parser.add_argument("--reasoning-field", action="store_true",
                         help="with thinking on, put reasoning in reasoning_content instead of <think> in content")
     parser.add_argument("--data-dir", default=None,
@@ -632,7 +636,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
                      stall_seconds=args.stall_seconds)
     return ServerOptions(latency=args.latency, latency_jitter=args.latency_jitter, faults=plan,
                          served_model=args.model, api_key=args.api_key, reasoning_field=args.reasoning_field,
-                         seed=args.seed)
+                         seed=args.seed, echo_auth=args.echo_auth)
 
 
 def make_answerer(args: argparse.Namespace) -> Answerer:

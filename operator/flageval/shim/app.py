@@ -41,6 +41,7 @@ from flageval.api.rest import (
     ProgressResponse,
     RequestIdBody,
 )
+from flageval.api.urlpolicy import UrlPolicy, check_url
 from flageval.shim.backend import (
     FINISHED,
     Backend,
@@ -48,8 +49,6 @@ from flageval.shim.backend import (
     DatasetView,
     EvaluationView,
     ServiceView,
-    host_allowed,
-    url_host,
 )
 from flageval.verdict import DEFAULT_TOLERANCE, judge
 
@@ -70,7 +69,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 @dataclass
 class ShimSettings:
     token: str | None = None  # bearer token; None: no authentication (loopback only)
-    allow_hosts: list[str] = field(default_factory=list)  # eval_url hosts allowed; empty: any
+    url_policy: UrlPolicy = field(default_factory=UrlPolicy)  # which eval_urls evaluations may call
     max_body_bytes: int = 1 << 20
     tolerance: float = DEFAULT_TOLERANCE
 
@@ -251,9 +250,10 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_b
         if unknown:
             return _count("/evaluation", EvaluationResponse(err_code=1, err_msg=f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(sorted(DATASETS))}"))
         for info in body.eval_infos:
-            if not host_allowed(info.eval_url, settings.allow_hosts):
+            refusal = await check_url(info.eval_url, settings.url_policy)
+            if refusal:
                 return _count("/evaluation", EvaluationResponse(
-                    err_code=1, err_msg=f"eval_infos[{info.eval_model}]: host '{url_host(info.eval_url)}' of eval_url is not allowed here; allowed: {', '.join(settings.allow_hosts)}"))
+                    err_code=1, err_msg=f"eval_infos[{info.eval_model}].eval_url {info.eval_url}: {refusal}"))
         try:
             view = await backend.start(body, datasets)
         except BackendError as exc:

@@ -10,7 +10,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from flageval.api import Status
 from flageval.api.rest import REQUEST_ID_PATTERN, EvaluationRequest
@@ -122,25 +121,3 @@ def new_request_id() -> str:
 
 def valid_request_id(request_id: str) -> bool:
     return bool(re.match(REQUEST_ID_PATTERN, request_id))
-
-
-def url_host(url: str) -> str:
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
-def host_allowed(url: str, allowed: list[str]) -> bool:
-    """Empty allowlist: every host. Entries are host names or '*.suffix' patterns."""
-    if not allowed:
-        return True
-    host = url_host(url)
-    for entry in allowed:
-        entry = entry.strip().lower()
-        if entry.startswith("*."):
-            if host.endswith(entry[1:]) and host != entry[2:]:
-                return True
-        elif host == entry:
-            return True
-    return False

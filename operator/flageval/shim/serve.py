@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=env("FLAGEVAL_SHIM_TOKEN"), help="bearer token clients must send (or FLAGEVAL_SHIM_TOKEN)")
     p.add_argument("--token-file", type=Path, default=env("FLAGEVAL_SHIM_TOKEN_FILE"), help="read the token from this file")
     p.add_argument("--allow-host", action="append", default=None, metavar="HOST",
-                   help="eval_url hosts evaluations may call (repeatable; '*.example.com' patterns; or FLAGEVAL_SHIM_ALLOW_HOSTS, comma-separated); default: any")
+                   help="eval_url hosts evaluations may call (repeatable; '*.example.com' patterns; or FLAGEVAL_SHIM_ALLOW_HOSTS, comma-separated); "
+                        "default: any host FLAGEVAL_URL_ALLOW / FLAGEVAL_URL_DENY let through (see flageval/api/urlpolicy.py)")
     p.add_argument("--max-body-bytes", type=int, default=int(env("FLAGEVAL_SHIM_MAX_BODY_BYTES", str(1 << 20))))
     p.add_argument("--tolerance", type=float, default=float(env("FLAGEVAL_SHIM_TOLERANCE", "0.5")), help="release tolerance in points (default 0.5)")
     p.add_argument("--backend", choices=("local", "kubernetes"), default=env("FLAGEVAL_SHIM_BACKEND"), help="default: kubernetes with --kubeconfig or in a cluster, else local")
@@ -90,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if token is None and not is_loopback(args.host):
         return _fail(f"refusing to listen on {args.host} without a token: set --token (or FLAGEVAL_SHIM_TOKEN), or listen on 127.0.0.1")
     allow = args.allow_host if args.allow_host is not None else [h for h in os.environ.get("FLAGEVAL_SHIM_ALLOW_HOSTS", "").split(",") if h.strip()]
+    from flageval.api.urlpolicy import ALLOW_ENV, DENY_ENV, UrlPolicy
+
+    try:  # the local backend's runners read the same two variables from the environment they inherit
+        url_policy = UrlPolicy.parse(os.environ.get(ALLOW_ENV, ""), os.environ.get(DENY_ENV, ""), allow)
+    except ValueError as exc:
+        return _fail(f"{ALLOW_ENV}/{DENY_ENV}/--allow-host: {exc}")
     for name, value, low in (("--parallel-datasets", args.parallel_datasets, 1), ("--max-runs", args.max_runs, 1),
                              ("--max-body-bytes", args.max_body_bytes, 1024)):
         if value < low:
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = _make_backend(args)
     except Exception as exc:  # noqa: BLE001 - a bad kubeconfig or settings: one line
         return _fail(str(exc))
-    settings = ShimSettings(token=token, allow_hosts=allow, max_body_bytes=args.max_body_bytes, tolerance=args.tolerance)
+    settings = ShimSettings(token=token, url_policy=url_policy, max_body_bytes=args.max_body_bytes, tolerance=args.tolerance)
     try:
         sock = _listen(args.host, args.port)
     except OSError as exc:
