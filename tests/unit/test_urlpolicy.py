@@ -9,13 +9,13 @@ import uuid
 
 import httpx
 import pytest
-from support.engine_helpers import FAST, chat_items, run
 from flageval.api.urlpolicy import UrlPolicy, check_url, url_refusal
 from flageval.engine import Endpoint
 from flageval.engine.client import EndpointClient, SampleFailed, chat_choice
 from flageval.engine.redact import REDACTED, redact_secret
 from flageval.engine.transport import AddressRefused, HttpxTransport, LeanTransport
 from flageval.mock_model.server import FaultPlan, serve_in_thread
+from support.engine_helpers import FAST, chat_items, run
 
 DEFAULT = UrlPolicy()
 
@@ -81,8 +81,8 @@ def test_allowed_hosts_only():
     only = UrlPolicy.parse(hosts=["models.example", "*.gpu.example"])
     assert url_refusal("http://models.example/v1/completions", only) is None
     assert url_refusal("http://a.gpu.example/v1/completions", only) is None
-    assert url_refusal("http://other.example/v1/completions", only) == ("host 'other.example' is not among the allowed hosts "
-                                                                        "(models.example, *.gpu.example)")
+    assert url_refusal("http://other.example/v1/completions", only) == ("host 'other.example' is not allowed here; allowed hosts: "
+                                                                        "models.example, *.gpu.example")
 
 
 def test_settings_are_checked_and_passed_on():
@@ -196,7 +196,7 @@ def test_a_refused_address_fails_each_sample_once_without_retries(tmp_path):
     with serve_in_thread() as mock:
         url = mock.chat_url.replace("127.0.0.1", "localhost")
         endpoint = Endpoint(url=url, model="m", num_retry=10, url_policy=UrlPolicy.parse(deny="127.0.0.0/8,::1"))
-        summary, records = run(endpoint, chat_items(5), tmp_path)
+        _, records = run(endpoint, chat_items(5), tmp_path)
         assert mock.stats()["total"] == 0 and len(records) == 5
         assert all(r.error is not None and "refused by FLAGEVAL_URL_DENY" in r.error for r in records), records[0].error
         assert "'localhost' resolves to" in records[0].error

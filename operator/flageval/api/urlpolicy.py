@@ -145,7 +145,7 @@ def url_refusal(url: str, policy: UrlPolicy, addresses: Iterable[str] | None = N
     if not host:
         return "has no host"
     if policy.hosts and not any(_host_matches(host, pattern) for pattern in policy.hosts):
-        return f"host '{host}' is not among the allowed hosts ({', '.join(policy.hosts)})"
+        return f"host '{host}' is not allowed here; allowed hosts: {', '.join(policy.hosts)}"
     literal = _address(host)
     if literal is None:
         entry = policy._listed(policy.deny, host, None)
