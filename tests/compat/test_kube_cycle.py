@@ -10,9 +10,10 @@ import uuid
 import pytest
 from flageval.datasets import default_data_dir
 from flageval.mock_model.answers import default_answerer, intended_accuracy
-from flageval.mock_model.server import serve_in_thread
+from flageval.mock_model.server import FaultPlan, serve_in_thread
 from flageval_client import FlagEvalClient, eval_info, ratio
 from support.cluster import results_claim, wait_for
+from support.secrets import cluster_texts, places_holding
 
 pytestmark = pytest.mark.cluster
 DATA = default_data_dir()
@@ -104,7 +105,38 @@ def test_full_cycle_on_evaluation_objects(control_plane, kube, namespace, start_
 
     # The key reached the ascend service (it refuses requests without it) and nothing else.
     assert ascend.stats()["total"] > 0
-    objects = kube.custom.list_namespaced_custom_object(G, V, namespace, "evaluations")
-    jobs = kube.api.sanitize_for_serialization(kube.batch.list_namespaced_job(namespace))
-    for text in (*client.transcript, shim.log(), operator.log(), json.dumps(objects), json.dumps(jobs)):
-        assert secret not in text
+    found, read = places_holding(secret, run_texts(kube, namespace, client, shim, operator), [control_plane.agent_state])
+    assert not found and read > 0, f"the API key is in {found}"
+
+
+def run_texts(kube, namespace, client, shim, operator) -> dict[str, str]:
+    """What a run through the REST API left outside files: answers, logs, the namespace's objects."""
+    return {**{f"answer #{i}": t for i, t in enumerate(client.transcript)}, "shim log": shim.log(), "operator log": operator.log(),
+            **cluster_texts(kube, namespace)}
+
+
+def test_a_key_the_endpoint_quotes_back_reaches_no_object_log_or_file(control_plane, kube, namespace, start_operator, start_shim):
+    """The service quotes the Authorization header in its error bodies; half the attempts fail, with one
+    attempt per sample, so errors (with the quoted header) reach journals, results, the runner's log,
+    the task result, the Evaluation's status and its Failed Event. The key is in none of them, nor
+    anywhere on the node agent's disk (pod logs, the results volume, the response cache)."""
+    key = f"sk-quoted-{uuid.uuid4()}"
+    results_claim(kube, namespace)
+    operator = start_operator(namespace, backoff_limit="0")
+    with serve_in_thread(default_answerer(DATA, ACCURACY, 5), api_key=key, echo_auth=True, faults=FaultPlan({"500": 0.5}, seed=2)) as model:
+        shim = start_shim("--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace, "--limit", "30")
+        client = FlagEvalClient(shim.url)
+        body = {"eval_infos": [eval_info("q-nvidia-origin", "qwen3", model.chat_url, api_key=key, num_retry=1, num_concurrent=2)],
+                "domain": "NLP", "datasets": ["gsm8k"]}
+        rid = client.call("POST", "/evaluation", body)["request_id"]
+        final = client.wait(rid, lambda a: a["finished"], timeout=240)
+        assert final["status"] == "OOR" and model.stats()["faults"]["500"] > 0, final
+        client.evaldiffs(rid, check=False)
+        client.close()
+        wait_for(lambda: [e for e in kube.core.list_namespaced_event(namespace).items if e.reason == "Failed"], 30, "the Failed Event")
+    texts = run_texts(kube, namespace, client, shim, operator)
+    found, read = places_holding(key, texts, [control_plane.agent_state])
+    assert not found and read > 0, f"the API key is in {found}"
+    redacted, _ = places_holding("Authorization: Bearer [redacted]", texts, [control_plane.agent_state])
+    assert {"Evaluations", "EvaluationTaskResults", "Events"} <= set(redacted), redacted  # the quoted errors got there
+    assert any(p.endswith("journal.jsonl") for p in redacted) and any(p.endswith(".log") for p in redacted), redacted

@@ -238,6 +238,7 @@ def test_operator_settings_follow_the_values(helm, monkeypatch, tmp_path):
         "nodeLabels": {"vendor": "example.com/vendor", "region": "topology.kubernetes.io/region"},
         "results": {"claimName": "evals-results", "mountPath": "/results"},
         "operator": {"statusInterval": 0.5, "resyncInterval": 10},
+        "urlPolicy": {"allow": ["169.254.7.0/24", "models.link.local"], "deny": ["127.0.0.0/8", "::1"]},
     }
     s = settings_from(operator_container(render(helm, values=values, tmp=tmp_path)), monkeypatch)
     r = values["runner"]
@@ -247,6 +248,7 @@ def test_operator_settings_follow_the_values(helm, monkeypatch, tmp_path):
     assert s.resources == r["resources"] and s.tolerations == r["tolerations"] and s.affinity == r["affinity"]
     assert (s.vendor_label, s.region_label, s.results_claim, s.volume_mount_path) == ("example.com/vendor", "topology.kubernetes.io/region", "evals-results", "/results")
     assert (s.status_interval, s.resync_interval) == (0.5, 10)
+    assert (s.url_allow, s.url_deny) == ("169.254.7.0/24,models.link.local", "127.0.0.0/8,::1")
 
 
 def test_the_operator_holds_exactly_the_rights_of_the_runner_role_it_grants_and_binds_nothing_else(helm):

@@ -327,3 +327,25 @@ def test_the_runners_access_is_a_namespaced_role_of_exactly_its_rules():
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "evals-runner", "namespace": "team"}]
     job = build_jobs(evaluation(), Settings(runner_service_account="evals-runner"))[0]
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "evals-runner"
+
+
+def test_a_refused_eval_url_fails_the_evaluation_without_jobs():
+    infos = [{"evalModel": "qwen-nvidia-origin", "model": "qwen", "evalUrl": "http://h:1/v1/chat/completions"},
+             {"evalModel": "qwen-ascend", "model": "qwen", "evalUrl": "http://169.254.169.254/v1/chat/completions", "chip": "Ascend-910B"}]
+    ev, settings = evaluation(evalInfos=infos), Settings(url_deny="127.0.0.0/8")
+    rule = ("spec.evalInfos[1].evalUrl http://169.254.169.254/v1/chat/completions: 169.254.169.254 is link-local (cloud metadata "
+            "services answer at 169.254.169.254); refused unless FLAGEVAL_URL_ALLOW lists it")
+    with pytest.raises(ValueError) as refused:
+        build_jobs(ev, settings)
+    assert str(refused.value) == rule
+    status = evaluation_status(ev, {}, {}, url_policy=settings.url_policy, now=NOW)
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert status.phase.value == "Failed" and status.message == rule and (failed.status, failed.reason, failed.message) == ("True", "EvalUrlRefused", rule)
+    assert [r.status for r in status.eval_results] == [Status.FAILURE, Status.FAILURE]
+    # Allowed: Jobs, which carry the policy to their runners.
+    allowed = build_jobs(ev, Settings(url_allow="169.254.169.254", url_deny="127.0.0.0/8"))
+    env = {e["name"]: e.get("value") for e in allowed[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["FLAGEVAL_URL_ALLOW"], env["FLAGEVAL_URL_DENY"]) == ("169.254.169.254", "127.0.0.0/8")
+    assert "FLAGEVAL_URL_ALLOW" not in {e["name"] for e in build_jobs(evaluation(), Settings())[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    with pytest.raises(ValueError, match="'10.0.0.0/40' is not a CIDR"):
+        Settings(url_allow="10.0.0.0/40")

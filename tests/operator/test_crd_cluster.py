@@ -38,6 +38,10 @@ def test_defaults_and_refusals(kube, namespace, crds):
     for url in ("ftp://h/v1", "not a url", "http://"):
         bad_url = [{"evalModel": "a", "model": "m", "evalUrl": url}]
         assert "evalUrl must be an http:// or https:// URL" in refused(kube, namespace, evaluation("url", evalInfos=bad_url)), url
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/latest/meta-data/", "http://100.100.100.200/",
+                "http://Metadata.Google.Internal./computeMetadata/v1/"):
+        metadata = [{"evalModel": "a", "model": "m", "evalUrl": url}]
+        assert "evalUrl must not be a cloud metadata service" in refused(kube, namespace, evaluation("md", evalInfos=metadata)), url
     assert "Unsupported value" in refused(kube, namespace, evaluation("dom", domain="CV"))
     assert "datasets must be unique" in refused(kube, namespace, evaluation("ds", datasets=["gsm8k", "gsm8k"]))
     assert "should be greater than or equal to 1" in refused(kube, namespace, evaluation("lim", limit=0))

@@ -21,3 +21,23 @@ def places_holding(secret: str, texts: Mapping[str, str] | None = None, roots: I
             if needle in data:
                 found.append(str(path))
     return found, read
+
+
+def cluster_texts(kube, namespace: str) -> dict[str, str]:
+    """Every object of `namespace` a run leaves, as JSON: Evaluations (with status), task results, Jobs,
+    Pods, Events, ConfigMaps. Not Secrets: holding the key is their job."""
+    import json
+
+    from flageval.api.evaluation import GROUP, PLURAL, TASK_RESULT_PLURAL, VERSION
+
+    def dump(items) -> str:
+        return json.dumps(kube.api.sanitize_for_serialization(items))
+
+    return {
+        "Evaluations": dump(kube.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)),
+        "EvaluationTaskResults": dump(kube.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, TASK_RESULT_PLURAL)),
+        "Jobs": dump(kube.batch.list_namespaced_job(namespace)),
+        "Pods": dump(kube.core.list_namespaced_pod(namespace)),
+        "Events": dump(kube.core.list_namespaced_event(namespace)),
+        "ConfigMaps": dump(kube.core.list_namespaced_config_map(namespace)),
+    }

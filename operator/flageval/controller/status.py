@@ -187,12 +187,13 @@ def _verdicts(report: EvaluationTaskResult | None) -> str | None:
     return report.result.sample_verdicts if report is not None and report.result is not None else None
 
 
-def _conditions(phase: Phase, message: str, previous: list[Mapping[str, Any]], now: str, generation: int | None) -> list[Condition]:
+def _conditions(phase: Phase, message: str, previous: list[Mapping[str, Any]], now: str, generation: int | None,
+                failed_reason: str = "DatasetsFailed") -> list[Condition]:
     wanted = {
         "Progressing": (phase in (Phase.PENDING, Phase.RUNNING), phase.value),
         "Suspended": (phase == Phase.SUSPENDED, "SuspendRequested" if phase == Phase.SUSPENDED else "NotSuspended"),
         "Complete": (phase == Phase.SUCCEEDED, "AllDatasetsSucceeded" if phase == Phase.SUCCEEDED else "NotComplete"),
-        "Failed": (phase == Phase.FAILED, "DatasetsFailed" if phase == Phase.FAILED else "NoFailure"),
+        "Failed": (phase == Phase.FAILED, failed_reason if phase == Phase.FAILED else "NoFailure"),
     }
     before = {c.get("type"): c for c in previous}
     out = []
@@ -224,15 +225,16 @@ def evaluation_status(
     generation = meta.get("generation")
     previous = (evaluation.get("status") or {}).get("conditions") or []
     spec = EvaluationSpec.model_validate(evaluation["spec"])
+    reason = "EvalUrlRefused"
     try:
         refusal = refused_urls(spec, url_policy) if url_policy is not None else None
         datasets = datasets_of(spec)
     except DatasetError as exc:
-        refusal = str(exc)
+        refusal, reason = str(exc), "DatasetsFailed"
     if refusal:  # no Job was created: the Evaluation fails as a whole, saying which field and rule
         message = refusal
         return EvaluationStatus(phase=Phase.FAILED, observed_generation=generation, message=message, release=False,
-                                conditions=_conditions(Phase.FAILED, message, previous, now, generation),
+                                conditions=_conditions(Phase.FAILED, message, previous, now, generation, reason),
                                 eval_results=[EvalResult(eval_model=i.eval_model, chip=i.chip, status=Status.FAILURE) for i in spec.eval_infos])
     waiting = waiting or {}
     own = {
