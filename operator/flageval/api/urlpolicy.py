@@ -22,7 +22,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -81,10 +81,13 @@ class UrlPolicy:
     allow: tuple[str, ...] = ()  # CIDRs, addresses, host names exempt from the default refusal
     deny: tuple[str, ...] = ()  # refused besides the defaults; wins over allow
     hosts: tuple[str, ...] = ()  # when set, only these host names (the REST API's --allow-host)
+    _allowed: tuple[tuple[str, Network | str], ...] = field(init=False, repr=False, compare=False, default=())
+    _denied: tuple[tuple[str, Network | str], ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
-        for entry in (*self.allow, *self.deny):
-            self._entry(entry)  # a bad entry fails at start, not at the first request
+        # Parsed once: a bad entry fails at start, not at the first request.
+        object.__setattr__(self, "_allowed", tuple((entry, self._entry(entry)) for entry in self.allow))
+        object.__setattr__(self, "_denied", tuple((entry, self._entry(entry)) for entry in self.deny))
 
     @staticmethod
     def _entry(entry: str) -> Network | str:
@@ -119,9 +122,8 @@ class UrlPolicy:
         """The settings as environment variables, for the runners this process starts."""
         return {name: ",".join(value) for name, value in ((ALLOW_ENV, self.allow), (DENY_ENV, self.deny)) if value}
 
-    def _listed(self, entries: tuple[str, ...], host: str, address: Address | None) -> str | None:
-        for entry in entries:
-            rule = self._entry(entry)
+    def _listed(self, rules: tuple[tuple[str, Network | str], ...], host: str, address: Address | None) -> str | None:
+        for entry, rule in rules:
             if isinstance(rule, str):
                 if _host_matches(host, rule):
                     return entry
@@ -148,10 +150,10 @@ def url_refusal(url: str, policy: UrlPolicy, addresses: Iterable[str] | None = N
         return f"host '{host}' is not allowed here; allowed hosts: {', '.join(policy.hosts)}"
     literal = _address(host)
     if literal is None:
-        entry = policy._listed(policy.deny, host, None)
+        entry = policy._listed(policy._denied, host, None)
         if entry:
             return f"host '{host}' is refused by {DENY_ENV} ({entry})"
-        if policy._listed(policy.allow, host, None):
+        if policy._listed(policy._allowed, host, None):
             addresses = None  # a host the site allowed by name: its addresses are the site's business
         elif host in METADATA_HOSTS:
             return f"host '{host}' is a cloud metadata service; refused unless {ALLOW_ENV} lists it"
@@ -163,10 +165,10 @@ def url_refusal(url: str, policy: UrlPolicy, addresses: Iterable[str] | None = N
             shown = str(address)
         else:  # another way to write the address, or what the name resolved to
             shown = f"'{host}' {'is' if literal is not None else 'resolves to'} {address}, which"
-        entry = policy._listed(policy.deny, host, address)
+        entry = policy._listed(policy._denied, host, address)
         if entry:
             return f"{shown} is refused by {DENY_ENV} ({entry})"
-        if policy._listed(policy.allow, host, address):
+        if policy._listed(policy._allowed, host, address):
             continue
         for network, why in DEFAULT_DENIED:
             if address.version == network.version and address in network:
