@@ -129,7 +129,7 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
     reporter = ProgressFileReporter(paths, reporter or NullReporter())
     if request.url_policy is not None:
         refusal = await check_url(endpoint.url, request.url_policy)
-        if refusal:  # a configuration error: nothing is sent, the journal (if any) is untouched
+        if refusal:  # a configuration error: nothing is sent; a journal there is left as it is
             result = _config_failure(request.dataset, f"eval_url {endpoint.url}: {refusal}")
             write_result(paths, result)
             reporter.finished(result)
