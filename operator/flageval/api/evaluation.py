@@ -3,6 +3,7 @@ reports). The CRDs in crds/ are generated from these types by hack/gen_crds.py."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from copy import copy
 from enum import Enum
@@ -33,10 +34,11 @@ TASK_RESULT_PLURAL = "evaluationtaskresults"
 # A label value: evalModel names Jobs' labels and the results directory.
 EVAL_MODEL_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
 URL_RULE = "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''"
-# The metadata services' literal addresses and names (with or without the root's trailing dot); the
-# operator and the runners refuse the rest (CIDRs, resolved addresses: see api/urlpolicy.py).
-METADATA_RULE = ("!isURL(self) || ![" + ", ".join(f"'{m}'" for m in METADATA_LITERALS)
-                 + "].exists(m, url(self).getHostname().lowerAscii() in [m, m + '.'])")
+# The metadata services' literal addresses and names, in any case, with or without the root's trailing
+# dot; the operator and the runners refuse the rest (CIDRs, resolved addresses: see api/urlpolicy.py).
+# One regular expression: url() per name would cost the API server more than a CRD rule may.
+_METADATA_HOST = "|".join(re.escape(f"[{m}]" if ":" in m else m) for m in METADATA_LITERALS)
+METADATA_RULE = "!self.matches('" + (r"(?i)^[a-z]+://([^/?#@]*@)?(" + _METADATA_HOST + r")\.?(:[0-9]*)?([/?#].*)?$").replace("\\", "\\\\") + "')"
 
 
 def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
