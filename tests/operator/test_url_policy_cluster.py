@@ -17,11 +17,12 @@ DATA = default_data_dir()
 DENY = "127.0.0.0/8,::1"
 
 
-def create(kube, namespace, name, url):
+def create(kube, namespace, name, url, *, beside: str | None = "https://models.example/v1/chat/completions"):
+    """An Evaluation of the service at `url`, beside a baseline at `beside` (the policy allows it)."""
+    infos = [{"evalModel": "q-nvidia-origin", "model": "qwen3", "evalUrl": beside}] if beside else []
+    infos.append({"evalModel": "q-ascend", "model": "qwen3", "evalUrl": url, "chip": "Ascend-910B"})
     body = {"apiVersion": f"{G}/{V}", "kind": "Evaluation", "metadata": {"name": name},
-            "spec": {"datasets": ["gsm8k"], "limit": 5, "evalInfos": [
-                {"evalModel": "q-nvidia-origin", "model": "qwen3", "evalUrl": "https://models.example/v1/chat/completions"},
-                {"evalModel": "q-ascend", "model": "qwen3", "evalUrl": url, "chip": "Ascend-910B"}]}}
+            "spec": {"datasets": ["gsm8k"], "limit": 5, "evalInfos": infos}}
     kube.custom.create_namespaced_custom_object(G, V, namespace, P, body)
 
 
@@ -39,14 +40,14 @@ def test_operator_refuses_refused_urls_and_runners_check_what_a_name_resolves_to
     with serve_in_thread(default_answerer(DATA, 0.7, 5)) as model:
         port = model.rsplit(":", 1)[1]
         refusals = {
-            "link-local": ("http://169.254.10.1:9010/v1/chat/completions", "169.254.10.1 is link-local; refused unless FLAGEVAL_URL_ALLOW lists it"),
+            "link-local": ("http://169.254.10.1:9010/v1/chat/completions", "169.254.10.1 is link-local (cloud metadata services answer at 169.254.169.254); refused unless FLAGEVAL_URL_ALLOW lists it"),
             "loopback": (f"http://127.0.0.1:{port}/v1/chat/completions", "127.0.0.1 is refused by FLAGEVAL_URL_DENY (127.0.0.0/8)"),
         }
         for name, (url, _) in refusals.items():
             create(kube, namespace, name, url)
         # A name: the operator cannot know what it resolves to where the runner runs; the runner checks.
         by_name = f"http://localhost:{port}/v1/chat/completions"
-        create(kube, namespace, "by-name", by_name)
+        create(kube, namespace, "by-name", by_name, beside=None)
 
         for name, (url, rule) in refusals.items():
             done = wait_for(lambda n=name: status(kube, namespace, n).get("phase") == "Failed" and status(kube, namespace, n), 60, f"{name} Failed")
@@ -61,11 +62,11 @@ def test_operator_refuses_refused_urls_and_runners_check_what_a_name_resolves_to
 
         failed = wait_for(lambda: status(kube, namespace, "by-name").get("phase") == "Failed" and status(kube, namespace, "by-name"), 180,
                           "the runner to refuse the name")
-        ascend = next(r for r in failed["evalResults"] if r["evalModel"] == "q-ascend")
+        (ascend,) = failed["evalResults"]
         assert ascend["details"][0]["status"] == "F", failed
         assert ascend["details"][0]["message"] == (f"eval_url {by_name}: 'localhost' resolves to 127.0.0.1, which is refused by "
                                                    "FLAGEVAL_URL_DENY (127.0.0.0/8)"), ascend
-        (job,) = [j for j in jobs(kube, namespace, "by-name") if j.metadata.labels["flageval.io/eval-model"] == "q-ascend"]
+        (job,) = jobs(kube, namespace, "by-name")
         env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
         assert env["FLAGEVAL_URL_DENY"] == DENY and "FLAGEVAL_URL_ALLOW" not in env
         assert model.stats()["total"] == 0  # nothing reached the model, by any path
