@@ -50,6 +50,7 @@ from flageval.results import (
 
 log = logging.getLogger("flageval.runner")
 
+# The exit codes above; the operator\'s Job policy and the local backend read them from here.
 EXIT_OK, EXIT_OOR, EXIT_CONFIG, EXIT_UNREPORTED, EXIT_TERMINATED = 0, 1, 2, 3, 143
 
 

@@ -1,4 +1,6 @@
-"""Diffs to a baseline, the release rule, and a paired significance test on per-sample results."""
+"""Diffs to a baseline, the release rule, and a paired significance test on per-sample results.
+
+Which baseline a run is compared with is decided in flageval.baseline."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class PairedTest:
 
 
 @dataclass(frozen=True)
-class DatasetVerdict:
+class DatasetComparison:
     dataset: str
     status: Status
     accuracy: float | None
@@ -92,20 +94,21 @@ def _paired(pairs: Sequence[tuple[bool, bool]], resamples: int, seed: int) -> Pa
     return PairedTest(n, only_a, only_b, mcnemar_exact(only_a, only_b), round(float(low), 2), round(float(high), 2))
 
 
-def judge(
+def release_verdict(
     results: Sequence[DatasetResult],
     baseline: Sequence[DatasetResult] | None,
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     paired: dict[str, PairedTest | None] | None = None,
-) -> tuple[list[DatasetVerdict], bool]:
+) -> tuple[list[DatasetComparison], bool]:
     """Per dataset: diff = accuracy − baseline accuracy. Release: every dataset S and |diff| < tolerance.
 
-    Without a baseline (or for the baseline itself) diff is 0 for a finished dataset, as FlagEval
-    reports its reference run; a dataset the baseline lacks has no diff and blocks release.
+    baseline None: the run is its own reference (a baseline run), so diff is 0 for a finished dataset, as
+    FlagEval reports its reference run. A dataset the baseline lacks — every dataset, when no baseline
+    was found ([]) — has no diff and blocks release.
     """
     base = {r.dataset: r for r in baseline} if baseline is not None else None
-    verdicts = []
+    comparisons = []
     for result in results:
         base_acc: float | None
         if base is None:
@@ -117,8 +120,8 @@ def judge(
         if result.accuracy is not None and base_acc is not None:
             diff = round(result.accuracy - base_acc, 2)
         ok = result.status == Status.SUCCESS and diff is not None and abs(diff) < tolerance
-        verdicts.append(
-            DatasetVerdict(result.dataset, result.status, result.accuracy, base_acc, diff, ok, (paired or {}).get(result.dataset))
+        comparisons.append(
+            DatasetComparison(result.dataset, result.status, result.accuracy, base_acc, diff, ok, (paired or {}).get(result.dataset))
         )
-    release = bool(verdicts) and all(v.within_tolerance for v in verdicts)
-    return verdicts, release
+    release = bool(comparisons) and all(v.within_tolerance for v in comparisons)
+    return comparisons, release

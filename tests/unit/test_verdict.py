@@ -4,7 +4,7 @@ import random
 
 import pytest
 from flageval.api import DatasetResult, SampleRecord, Status
-from flageval.verdict import judge, mcnemar_exact, paired_test
+from flageval.verdict import mcnemar_exact, paired_test, release_verdict
 from scipy.stats import binomtest
 
 
@@ -20,28 +20,28 @@ def test_mcnemar_equals_exact_binomial_test(only_a, only_b):
 
 
 def test_diff_and_release_within_tolerance():
-    verdicts, release = judge([result("gsm8k", 80.2), result("mmlu", 70.0)], [result("gsm8k", 80.0), result("mmlu", 70.4)])
+    verdicts, release = release_verdict([result("gsm8k", 80.2), result("mmlu", 70.0)], [result("gsm8k", 80.0), result("mmlu", 70.4)])
     assert [(v.dataset, v.base_accuracy, v.diff) for v in verdicts] == [("gsm8k", 80.0, 0.2), ("mmlu", 70.4, -0.4)]
     assert release is True
 
 
 def test_release_refused_outside_tolerance_or_unfinished():
-    _, release = judge([result("gsm8k", 80.5)], [result("gsm8k", 80.0)])
+    _, release = release_verdict([result("gsm8k", 80.5)], [result("gsm8k", 80.0)])
     assert release is False  # |diff| must be strictly below 0.5
-    _, release = judge([result("gsm8k", 80.0, Status.OUT_OF_RETRIES)], [result("gsm8k", 80.0)])
+    _, release = release_verdict([result("gsm8k", 80.0, Status.OUT_OF_RETRIES)], [result("gsm8k", 80.0)])
     assert release is False
-    _, release = judge([result("gsm8k", 80.4)], [result("gsm8k", 80.0)], tolerance=0.3)
+    _, release = release_verdict([result("gsm8k", 80.4)], [result("gsm8k", 80.0)], tolerance=0.3)
     assert release is False
 
 
 def test_dataset_missing_from_baseline_has_no_diff_and_blocks_release():
-    verdicts, release = judge([result("gsm8k", 80.0), result("mmlu", 60.0)], [result("gsm8k", 80.0)])
+    verdicts, release = release_verdict([result("gsm8k", 80.0), result("mmlu", 60.0)], [result("gsm8k", 80.0)])
     assert verdicts[1].diff is None and verdicts[1].base_accuracy is None
     assert release is False
 
 
 def test_no_baseline_means_the_run_is_its_own_reference():
-    verdicts, release = judge([result("gsm8k", 80.0)], None)
+    verdicts, release = release_verdict([result("gsm8k", 80.0)], None)
     assert verdicts[0].diff == 0.0 and release is True
 
 

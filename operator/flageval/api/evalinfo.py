@@ -12,6 +12,11 @@ BASELINE_SUFFIX = "-nvidia-origin"
 CHIP_PATTERN = r"^[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
+def is_baseline_name(eval_model: str) -> bool:
+    """An eval_model ending in '-nvidia-origin' marks an NVIDIA baseline run."""
+    return eval_model.endswith(BASELINE_SUFFIX)
+
+
 class ServiceNames:
     """What the names of a model service say: whether it is a baseline, what baselines match it on, its
     chip's vendor. Shared by EvalInfo and the Evaluation's evalInfos entries (which declare the fields)."""
@@ -24,7 +29,7 @@ class ServiceNames:
 
     @property
     def is_baseline(self) -> bool:
-        return self.eval_model.endswith(BASELINE_SUFFIX)
+        return is_baseline_name(self.eval_model)
 
     @property
     def baseline_key(self) -> str:

@@ -26,6 +26,12 @@ class Status(str, Enum):
         return self in (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
 
 
+def finished_ratio(statuses: Iterable[Status]) -> str:
+    """'finished/all', e.g. 2/5: how FlagEval shows datasets done."""
+    statuses = list(statuses)
+    return f"{sum(s.finished for s in statuses)}/{len(statuses)}"
+
+
 def overall_status(statuses: list[Status]) -> Status:
     """One service's status from its datasets': F or OOR once all finished and something failed, S when
     all succeeded; C when stopped; R once anything started; else P."""

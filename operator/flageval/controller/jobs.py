@@ -13,14 +13,13 @@ from flageval.api.evaluation import EvalInfoSpec, EvaluationSpec
 from flageval.api.urlpolicy import UrlPolicy, UrlRefused, url_refusal
 from flageval.controller.settings import Settings
 from flageval.datasets import suite
+from flageval.runner import EXIT_CONFIG, EXIT_TERMINATED
 
 LABEL_EVALUATION = "flageval.io/evaluation"
 LABEL_EVAL_MODEL = "flageval.io/eval-model"
 LABEL_DATASET = "flageval.io/dataset"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "flageval-operator", "app.kubernetes.io/component": "runner"}
 CONTAINER = "runner"
-EXIT_CONFIG = 2  # the runner's exit code for a configuration error: retrying cannot help
-EXIT_TERMINATED = 143
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 

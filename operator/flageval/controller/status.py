@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,15 +14,15 @@ from flageval.api import DatasetResult, Status
 from flageval.api.evaluation import (
     Condition,
     DatasetDetail,
-    EvalInfoSpec,
     EvalResult,
     EvaluationSpec,
     EvaluationStatus,
     EvaluationTaskResult,
     Phase,
 )
-from flageval.api.results import overall_status
+from flageval.api.results import finished_ratio, overall_status
 from flageval.api.urlpolicy import UrlPolicy
+from flageval.baseline import Candidate, choose_baseline
 from flageval.controller.jobs import (
     LABEL_DATASET,
     LABEL_EVAL_MODEL,
@@ -29,10 +30,9 @@ from flageval.controller.jobs import (
     refused_urls,
 )
 from flageval.datasets import DatasetError
-from flageval.verdict import judge, paired_from_verdicts
+from flageval.verdict import paired_from_verdicts, release_verdict
 
 Key = tuple[str, str]  # (evalModel, dataset)
-FINISHED = (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
 RESULT_GRACE_SECONDS = 30.0  # a Complete Job's result not seen after this long was never reported
 
 
@@ -137,50 +137,30 @@ def results_of(details: Iterable[DatasetDetail]) -> list[DatasetResult]:
     return [DatasetResult(dataset=d.dataset, status=d.status, accuracy=d.accuracy) for d in details]
 
 
-def _baseline_infos(spec_body: Mapping[str, Any]) -> list[EvalInfoSpec]:
+def _created(body: Mapping[str, Any]) -> float:
+    stamp = (body.get("metadata") or {}).get("creationTimestamp") or ""
     try:
-        return [i for i in EvaluationSpec.model_validate(spec_body).eval_infos if i.is_baseline]
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _candidates(other: Mapping[str, Any]) -> list[Candidate[list[DatasetResult]]]:
+    """Another Evaluation's services as baseline candidates, their results as its status holds them."""
+    try:
+        infos = EvaluationSpec.model_validate(other.get("spec") or {}).eval_infos
+        status = EvaluationStatus.model_validate(other.get("status") or {})
     except ValidationError:
         return []
-
-
-def _results_in_status(evaluation: Mapping[str, Any], eval_model: str) -> list[DatasetResult] | None:
-    for entry in (evaluation.get("status") or {}).get("evalResults") or []:
-        if entry.get("evalModel") == eval_model:
-            return [DatasetResult(dataset=d["dataset"], status=d["status"], accuracy=d.get("accuracy")) for d in entry.get("details") or []]
-    return None
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """Where a service's baseline results come from: this Evaluation (evaluation None) or another."""
-
-    evaluation: str | None
-    eval_model: str
-    results: list[DatasetResult]
-
-
-def find_baseline(key: str, spec: EvaluationSpec, own: Mapping[str, list[DatasetDetail]], others: Iterable[Mapping[str, Any]]) -> Baseline | None:
-    """The baseline results for `key` (baseModelName, else model): this Evaluation's own '-nvidia-origin'
-    service, else spec.baseline's, else the newest succeeded Evaluation's in the namespace."""
-    for info in spec.eval_infos:
-        if info.is_baseline and info.baseline_key == key:
-            return Baseline(None, info.eval_model, results_of(own[info.eval_model]))
-    others = list(others)
-    if spec.baseline:
-        for other in others:
-            if other["metadata"]["name"] == spec.baseline:
-                for info in _baseline_infos(other.get("spec") or {}):
-                    if info.baseline_key == key:
-                        return Baseline(spec.baseline, info.eval_model, _results_in_status(other, info.eval_model) or [])
-        return None
-    succeeded = [o for o in others if (o.get("status") or {}).get("phase") == Phase.SUCCEEDED.value]
-    for other in sorted(succeeded, key=lambda o: o["metadata"].get("creationTimestamp", ""), reverse=True):
-        for info in _baseline_infos(other.get("spec") or {}):
-            found = _results_in_status(other, info.eval_model)
-            if info.baseline_key == key and found:
-                return Baseline(other["metadata"]["name"], info.eval_model, found)
-    return None
+    name, created = other["metadata"]["name"], _created(other)
+    results = {r.eval_model: r for r in status.eval_results}
+    out = []
+    for info in infos:
+        entry = results.get(info.eval_model)
+        out.append(Candidate(name, info.eval_model, info.baseline_key, created=created,
+                             succeeded=entry is not None and bool(entry.details) and entry.status == Status.SUCCESS,
+                             ref=results_of(entry.details) if entry is not None else []))
+    return out
 
 
 def _verdicts(report: EvaluationTaskResult | None) -> str | None:
@@ -245,42 +225,45 @@ def evaluation_status(
         ]
         for info in spec.eval_infos
     }
-    others = list(others)
+    name = meta.get("name", "")
+    mine = [Candidate(name, info.eval_model, info.baseline_key, ref=results_of(own[info.eval_model])) for info in spec.eval_infos]
+    theirs = [c for other in others for c in _candidates(other)]
     eval_results = []
-    for info in spec.eval_infos:
+    for info, candidate in zip(spec.eval_infos, mine):
         details = own[info.eval_model]
         note = ""
-        found = None
-        if info.is_baseline:
-            verdicts, release = judge(results_of(details), None, tolerance=spec.tolerance)
+        found = choose_baseline(candidate, mine, theirs, named=spec.baseline)
+        if found is None:
+            note = f"no baseline for {info.baseline_key}"
+            verdicts, release = release_verdict(results_of(details), [], tolerance=spec.tolerance)
+        elif found is candidate:
+            found = None
+            verdicts, release = release_verdict(results_of(details), None, tolerance=spec.tolerance)
         else:
-            found = find_baseline(info.baseline_key, spec, own, others)
-            if found is None:
-                note = f"no baseline for {info.baseline_key}"
-            verdicts, release = judge(results_of(details), found.results if found else [], tolerance=spec.tolerance)
+            verdicts, release = release_verdict(results_of(details), found.ref, tolerance=spec.tolerance)
         for detail, verdict in zip(details, verdicts):
             detail.base_accuracy, detail.diff = verdict.base_accuracy, verdict.diff
             if note and detail.status == Status.SUCCESS and not detail.message:
                 detail.message = note
             if found is not None and verdict.diff is not None:
-                theirs = _verdicts(reports.get((found.eval_model, detail.dataset)) if found.evaluation is None
-                                   else (others_reports or {}).get((found.evaluation, found.eval_model, detail.dataset)))
-                mine = _verdicts(reports.get((info.eval_model, detail.dataset)))
-                paired = paired_from_verdicts(theirs, mine) if theirs and mine else None
+                base_verdicts = _verdicts(reports.get((found.eval_model, detail.dataset)) if found.evaluation == name
+                                          else (others_reports or {}).get((found.evaluation, found.eval_model, detail.dataset)))
+                own_verdicts = _verdicts(reports.get((info.eval_model, detail.dataset)))
+                paired = paired_from_verdicts(base_verdicts, own_verdicts) if base_verdicts and own_verdicts else None
                 if paired is not None:
                     detail.p_value, detail.diff_ci = round(paired.p_value, 4), [paired.ci_low, paired.ci_high]
         status = overall_status([d.status for d in details])
         running = next((d for d in details if d.status == Status.RUNNING), None)
         eval_results.append(EvalResult(
             eval_model=info.eval_model, chip=info.chip, status=status,
-            datasets_progress=f"{sum(d.status in FINISHED for d in details)}/{len(details)}",
+            datasets_progress=finished_ratio(d.status for d in details),
             running_dataset=running.dataset if running else "", running_progress=running.progress if running else "",
             release=release, details=details,
         ))
 
     statuses = [r.status for r in eval_results]
     everything = [d for r in eval_results for d in r.details]
-    finished = all(s in FINISHED for s in statuses)
+    finished = all(s.finished for s in statuses)
     if finished:
         phase = Phase.FAILED if any(s in (Status.FAILURE, Status.OUT_OF_RETRIES) for s in statuses) else Phase.SUCCEEDED
     elif spec.suspend:
@@ -296,7 +279,7 @@ def evaluation_status(
         phase=phase,
         observed_generation=generation,
         conditions=_conditions(phase, message, previous, now, generation),
-        progress=f"{sum(d.status in FINISHED for d in everything)}/{len(everything)}",
+        progress=finished_ratio(d.status for d in everything),
         release=all(r.release for r in eval_results) if finished else None,
         message=message,
         eval_results=eval_results,

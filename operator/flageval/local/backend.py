@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flageval.api import EvalInfo, Progress, Status
+from flageval.api import DatasetResult, EvalInfo, Progress, Status
 from flageval.api.rest import EvaluationRequest
+from flageval.api.results import overall_status
+from flageval.baseline import Candidate, choose_baseline
 from flageval.datasets import default_data_dir
 from flageval.results import RunPaths, read_progress, read_result, run_paths
+from flageval.runner import EXIT_CONFIG, EXIT_TERMINATED
 from flageval.shim.backend import (
-    FINISHED,
     BackendError,
     DatasetView,
     EvaluationView,
@@ -45,11 +47,10 @@ from flageval.shim.backend import (
     new_request_id,
     valid_request_id,
 )
-from flageval.verdict import DEFAULT_TOLERANCE, judge
+from flageval.verdict import DEFAULT_TOLERANCE, release_verdict
 
 log = logging.getLogger("flageval.local")
 
-EXIT_CONFIG, EXIT_TERMINATED = 2, 143
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -131,7 +132,7 @@ class LocalEvaluation:
 
     @property
     def finished(self) -> bool:
-        return all(t.status in FINISHED for t in self.tasks)
+        return all(t.status.finished for t in self.tasks)
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -416,12 +417,12 @@ class LocalBackend:
 
     def _dataset_view(self, ev: LocalEvaluation, task: Task) -> DatasetView:
         done, total = task.done, task.total
-        if task.status not in FINISHED:
+        if not task.status.finished:
             progress = self._progress(ev.request_id, task)
             if progress is not None:
                 done, total = progress.done, progress.total
         return DatasetView(dataset=task.dataset, status=task.status, done=done, total=total,
-                           accuracy=task.accuracy if task.status in FINISHED else None, message=task.message)
+                           accuracy=task.accuracy if task.status.finished else None, message=task.message)
 
     def _services(self, ev: LocalEvaluation) -> list[ServiceView]:
         services = []
@@ -430,31 +431,28 @@ class LocalBackend:
             services.append(ServiceView(eval_model=info.eval_model, chip=info.chip, baseline_key=info.baseline_key, datasets=datasets))
         return services
 
-    def _baseline_elsewhere(self, key: str, exclude: str) -> ServiceView | None:
-        """The newest finished local evaluation's successful '-nvidia-origin' service for `key`."""
-        for ev in reversed(self.evaluations.values()):  # newest first: the dict is in creation order
-            if ev.request_id == exclude or not ev.finished:
-                continue
-            if not any(i.is_baseline and i.baseline_key == key for i in ev.parsed_infos):
-                continue
-            for service in self._services(ev):
-                if service.is_baseline and service.baseline_key == key and service.status == Status.SUCCESS:
-                    return service
-        return None
+    @staticmethod
+    def _candidates(ev: LocalEvaluation, *, baselines_only: bool = False) -> list[Candidate[LocalEvaluation]]:
+        return [Candidate(ev.request_id, info.eval_model, info.baseline_key, created=ev.created, ref=ev,
+                          succeeded=overall_status([t.status for t in ev.tasks if t.eval_model == info.eval_model]) == Status.SUCCESS)
+                for info in ev.parsed_infos if info.is_baseline or not baselines_only]
+
+    @staticmethod
+    def _results(ev: LocalEvaluation, eval_model: str) -> list[DatasetResult]:
+        return [DatasetResult(dataset=t.dataset, status=t.status, accuracy=t.accuracy if t.status.finished else None)
+                for t in ev.tasks if t.eval_model == eval_model]
 
     def _view(self, ev: LocalEvaluation) -> EvaluationView:
         services = self._services(ev)
-        for service in services:
-            results = [_as_result(d) for d in service.datasets]
-            if service.is_baseline:
-                verdicts, release = judge(results, None, tolerance=self.settings.tolerance)
-            else:
-                base = next((s for s in services if s.is_baseline and s.baseline_key == service.baseline_key), None)
-                base = base or self._baseline_elsewhere(service.baseline_key, ev.request_id)
-                verdicts, release = judge(results, [_as_result(d) for d in base.datasets] if base else [], tolerance=self.settings.tolerance)
-            for dataset, verdict in zip(service.datasets, verdicts):
-                dataset.base_accuracy, dataset.diff = verdict.base_accuracy, verdict.diff
-            service.release = release
+        mine = self._candidates(ev)
+        theirs = [c for other in self.evaluations.values() if other is not ev for c in self._candidates(other, baselines_only=True)]
+        for service, candidate in zip(services, mine):
+            results = self._results(ev, service.eval_model)
+            base = choose_baseline(candidate, mine, theirs)
+            reference = None if base is candidate else self._results(base.ref, base.eval_model) if base else []
+            comparisons, service.release = release_verdict(results, reference, tolerance=self.settings.tolerance)
+            for dataset, comparison in zip(service.datasets, comparisons):
+                dataset.base_accuracy, dataset.diff = comparison.base_accuracy, comparison.diff
         return EvaluationView(request_id=ev.request_id, domain=ev.request.get("domain", "NLP"), services=services,
                               suspended=ev.suspended, created=ev.created)
 
@@ -588,9 +586,3 @@ class LocalBackend:
             if line.startswith("error:") or "error:" in line[:40]:
                 return line.split("error:", 1)[1].strip()
         return ""
-
-
-def _as_result(dataset: DatasetView):
-    from flageval.api import DatasetResult
-
-    return DatasetResult(dataset=dataset.dataset, status=dataset.status, accuracy=dataset.accuracy)

@@ -24,7 +24,12 @@ from flageval.datasets import DATASETS
 from flageval.engine.probe import probe
 from flageval.results import list_results, read_samples, run_paths
 from flageval.runner import RunRequest, endpoint_for, run
-from flageval.verdict import DEFAULT_TOLERANCE, DatasetVerdict, judge, paired_test
+from flageval.verdict import (
+    DEFAULT_TOLERANCE,
+    DatasetComparison,
+    paired_test,
+    release_verdict,
+)
 
 
 class BarReporter:
@@ -84,7 +89,7 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def _table(info: EvalInfo, verdicts: list[DatasetVerdict], release: bool, has_baseline: bool) -> Table:
+def _table(info: EvalInfo, verdicts: list[DatasetComparison], release: bool, has_baseline: bool) -> Table:
     table = Table(
         title=f"{info.eval_model} ({info.chip}) — release: {'YES' if release else 'NO'}",
         caption="p: exact McNemar on paired samples; 95% CI: paired bootstrap of the diff" if has_baseline else None,
@@ -106,7 +111,7 @@ def _table(info: EvalInfo, verdicts: list[DatasetVerdict], release: bool, has_ba
     return table
 
 
-def _json(info: EvalInfo, results: list[DatasetResult], verdicts: list[DatasetVerdict], release: bool) -> dict:
+def _json(info: EvalInfo, results: list[DatasetResult], verdicts: list[DatasetComparison], release: bool) -> dict:
     by_name = {r.dataset: r for r in results}
     details = []
     for v in verdicts:
@@ -197,7 +202,7 @@ async def evaluate_locally(args: argparse.Namespace) -> int:
     baseline = list_results(args.baseline) if args.baseline else None
     paired = _paired(results, output, args.baseline) if args.baseline else None
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    verdicts, release = judge(results, baseline, tolerance=tolerance, paired=paired)
+    verdicts, release = release_verdict(results, baseline, tolerance=tolerance, paired=paired)
 
     if args.json:
         print(json.dumps(_json(info, results, verdicts, release), indent=2))

@@ -41,16 +41,17 @@ from flageval.api.rest import (
     ProgressResponse,
     RequestIdBody,
 )
+from flageval.api.results import finished_ratio
 from flageval.api.urlpolicy import UrlPolicy, check_url
+from flageval.baseline import Candidate, choose_baseline
 from flageval.shim.backend import (
-    FINISHED,
     Backend,
     BackendError,
     DatasetView,
     EvaluationView,
     ServiceView,
 )
-from flageval.verdict import DEFAULT_TOLERANCE, judge
+from flageval.verdict import DEFAULT_TOLERANCE, release_verdict
 
 log = logging.getLogger("flageval.shim")
 
@@ -180,9 +181,8 @@ def _shown(view: EvaluationView) -> DatasetView | None:
 
 
 def _not_ready(view: EvaluationView) -> str:
-    finished = sum(d.status in FINISHED for d in view.datasets)
     what = "stopped; resume it to finish" if view.status == Status.CANCELLED else f"not finished ({view.status.value})"
-    return f"results not ready: evaluation {view.request_id} is {what}; datasets {finished}/{len(view.datasets)}"
+    return f"results not ready: evaluation {view.request_id} is {what}; datasets {finished_ratio(d.status for d in view.datasets)}"
 
 
 def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_backend: bool = True) -> FastAPI:
@@ -324,7 +324,7 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_b
         return _count("/evaluation_progress", ProgressResponse(
             finished=view.finished,
             status=view.status,
-            datasets_progress=f"{sum(d.status in FINISHED for d in datasets)}/{len(datasets)}",
+            datasets_progress=finished_ratio(d.status for d in datasets),
             running_dataset=shown.dataset if shown else "",
             running_progress=shown.progress if shown else "",
             eval_tasks=per_service,
@@ -338,19 +338,19 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_b
                 views.append(await backend.view(rid))
             except BackendError as exc:
                 problems.append(str(exc))
-        services = [(v.request_id, s) for v in views for s in v.services]
+        # Every service of the evaluations compared is a candidate, in the order the request_ids were given.
+        compared = [(Candidate(v.request_id, s.eval_model, s.baseline_key), s) for v in views for s in v.services]
+        candidates = [c for c, _ in compared]
+        services = {(c.evaluation, c.eval_model): s for c, s in compared}
         entries = []
-        for rid, service in services:
-            marked = [(r, s) for r, s in services if s.is_baseline]
-            same = [(r, s) for r, s in marked if s.baseline_key == service.baseline_key]
-            base_rid, base = (same or marked or services)[0]
-            if base is service:
-                verdicts, release = judge(_results(service), None, tolerance=settings.tolerance)
-            else:
-                verdicts, release = judge(_results(service), _results(base), tolerance=settings.tolerance)
+        for candidate, service in compared:
+            base = choose_baseline(candidate, candidates, compare_all=True)
+            reference = None if base is candidate else _results(services[(base.evaluation, base.eval_model)])
+            comparisons, release = release_verdict(_results(service), reference, tolerance=settings.tolerance)
             entries.append(DiffEntry(
-                request_id=rid, eval_model=service.eval_model, baseline=f"{base_rid}/{base.eval_model}", release=release,
-                details=[DiffDetail(dataset=v.dataset, base_acc=v.base_accuracy, accuracy=v.accuracy, diff=v.diff) for v in verdicts],
+                request_id=candidate.evaluation, eval_model=service.eval_model, baseline=f"{base.evaluation}/{base.eval_model}",
+                release=release,
+                details=[DiffDetail(dataset=c.dataset, base_acc=c.base_accuracy, accuracy=c.accuracy, diff=c.diff) for c in comparisons],
             ))
         problems += [_not_ready(v) for v in views if not v.finished]
         if problems:

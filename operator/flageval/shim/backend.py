@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Protocol
 
 from flageval.api import Status
+from flageval.api.evalinfo import is_baseline_name
 from flageval.api.rest import REQUEST_ID_PATTERN, EvaluationRequest
-from flageval.api.results import overall_status
-
-FINISHED = (Status.SUCCESS, Status.FAILURE, Status.OUT_OF_RETRIES)
+from flageval.api.results import finished_ratio, overall_status
 
 
 class BackendError(Exception):
@@ -55,7 +54,7 @@ class ServiceView:
 
     @property
     def is_baseline(self) -> bool:
-        return self.eval_model.endswith("-nvidia-origin")
+        return is_baseline_name(self.eval_model)
 
     @property
     def status(self) -> Status:
@@ -67,7 +66,7 @@ class ServiceView:
 
     @property
     def datasets_progress(self) -> str:
-        return f"{sum(d.status in FINISHED for d in self.datasets)}/{len(self.datasets)}"
+        return finished_ratio(d.status for d in self.datasets)
 
 
 @dataclass
@@ -90,7 +89,7 @@ class EvaluationView:
 
     @property
     def finished(self) -> bool:
-        return bool(self.datasets) and all(d.status in FINISHED for d in self.datasets)
+        return bool(self.datasets) and all(d.status.finished for d in self.datasets)
 
 
 class Backend(Protocol):

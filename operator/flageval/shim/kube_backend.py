@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
-from flageval.api import Status, format_validation_error
+from flageval.api import DEFAULT_CHIP, Status, format_validation_error
 from flageval.api.evaluation import (
     API_VERSION,
     GROUP,
@@ -255,7 +255,7 @@ class KubeBackend:
                 waiting = Status.CANCELLED if suspended else Status.PENDING
                 details = [DatasetView(dataset=ds, status=waiting) for ds in datasets]
             services.append(ServiceView(
-                eval_model=name, chip=info.get("chip", "Nvidia-H100"), baseline_key=info.get("baseModelName") or info.get("model", ""),
+                eval_model=name, chip=info.get("chip", DEFAULT_CHIP), baseline_key=info.get("baseModelName") or info.get("model", ""),
                 datasets=details, release=bool(result and result.get("release")),
             ))
         return EvaluationView(request_id=body["metadata"]["name"], domain=spec_body.get("domain", "NLP"), services=services,
