@@ -35,7 +35,7 @@ MODELS = [
 
 
 def document() -> dict:
-    from flageval.local.backend import LocalBackend, LocalSettings
+    from flageval.backends.local import LocalBackend, LocalSettings
     from flageval.shim.app import create_app
 
     return create_app(LocalBackend(LocalSettings(state_dir=Path("/nonexistent")))).openapi()

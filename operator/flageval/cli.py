@@ -49,7 +49,7 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    from flageval.local.evaluate import evaluate_locally
+    from flageval.evaluate import evaluate_locally
 
     args = _eval_parser().parse_args(argv)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from flageval.local.backend import LocalBackend, LocalSettings
+from flageval.backends.local import LocalBackend, LocalSettings
 from flageval.shim.app import create_app
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from flageval.api import Status
 from flageval.api.rest import EvaluationRequest
-from flageval.local.backend import LocalBackend, LocalSettings
-from flageval.shim.backend import BackendError, UnknownRequest
+from flageval.backends.base import BackendError, UnknownRequest
+from flageval.backends.local import LocalBackend, LocalSettings
 
 FAKE_RUNNER = '''#!{python}
 import json, os, sys, time

@@ -43,14 +43,14 @@ from flageval.api.rest import (
 )
 from flageval.api.results import finished_ratio
 from flageval.api.urlpolicy import UrlPolicy, check_url
-from flageval.baseline import Candidate, choose_baseline
-from flageval.shim.backend import (
+from flageval.backends.base import (
     Backend,
     BackendError,
     DatasetView,
     EvaluationView,
     ServiceView,
 )
+from flageval.baseline import Candidate, choose_baseline
 from flageval.verdict import DEFAULT_TOLERANCE, release_verdict
 
 log = logging.getLogger("flageval.shim")

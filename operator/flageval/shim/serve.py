@@ -68,10 +68,10 @@ def _fail(message: str) -> int:
 def _make_backend(args: argparse.Namespace):
     kind = args.backend or ("kubernetes" if args.kubeconfig or in_cluster() else "local")
     if kind == "kubernetes":
-        from flageval.shim.kube_backend import KubeBackend, KubeSettings
+        from flageval.backends.kube import KubeBackend, KubeSettings
 
         return KubeBackend(KubeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace, tolerance=args.tolerance, limit=args.limit))
-    from flageval.local.backend import LocalBackend, LocalSettings
+    from flageval.backends.local import LocalBackend, LocalSettings
 
     return LocalBackend(LocalSettings(
         state_dir=args.state_dir, data_dir=args.data_dir, parallel_datasets=args.parallel_datasets,
@@ -138,7 +138,7 @@ def _listen(host: str, port: int) -> socket.socket:
 async def _serve(backend, app, sock: socket.socket, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from flageval.shim.backend import BackendError
+    from flageval.backends.base import BackendError
 
     try:
         await backend.open()

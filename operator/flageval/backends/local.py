@@ -34,11 +34,7 @@ from typing import Any
 from flageval.api import DatasetResult, EvalInfo, Progress, Status
 from flageval.api.rest import EvaluationRequest
 from flageval.api.results import overall_status
-from flageval.baseline import Candidate, choose_baseline
-from flageval.datasets import default_data_dir
-from flageval.results import RunPaths, read_progress, read_result, run_paths
-from flageval.runner import EXIT_CONFIG, EXIT_TERMINATED
-from flageval.shim.backend import (
+from flageval.backends.base import (
     BackendError,
     DatasetView,
     EvaluationView,
@@ -47,9 +43,13 @@ from flageval.shim.backend import (
     new_request_id,
     valid_request_id,
 )
+from flageval.baseline import Candidate, choose_baseline
+from flageval.datasets import default_data_dir
+from flageval.results import RunPaths, read_progress, read_result, run_paths
+from flageval.runner import EXIT_CONFIG, EXIT_TERMINATED
 from flageval.verdict import DEFAULT_TOLERANCE, release_verdict
 
-log = logging.getLogger("flageval.local")
+log = logging.getLogger("flageval.backends.local")
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 

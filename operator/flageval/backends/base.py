@@ -1,6 +1,6 @@
-"""What the REST shim needs from wherever evaluations run: a Kubernetes cluster or this machine.
+"""What the REST layer and the CLI need from wherever evaluations run: a Kubernetes cluster or this machine.
 
-Both backends answer with the same views; the shim turns them into FlagEval's response bodies.
+Both backends answer with the same views; the REST layer turns them into FlagEval's response bodies.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from flageval.api.evaluation import (
     SecretKeyRef,
 )
 from flageval.api.rest import EvaluationRequest
-from flageval.shim.backend import (
+from flageval.backends.base import (
     BackendError,
     DatasetView,
     EvaluationView,
@@ -42,7 +42,7 @@ from flageval.shim.backend import (
     valid_request_id,
 )
 
-log = logging.getLogger("flageval.shim.kubernetes")
+log = logging.getLogger("flageval.backends.kube")
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 CREATED_BY = {"app.kubernetes.io/created-by": "flageval-shim"}
