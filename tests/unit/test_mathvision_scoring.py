@@ -8,8 +8,8 @@ import json
 import pytest
 from flageval.api import SampleRecord
 from flageval.datasets import DatasetError, default_data_dir, get_dataset
-from flageval.datasets.latex_eval import LatexComparer, latex_number
-from flageval.datasets.mathvision import is_equal_exact, score_reply
+from flageval.datasets.latex_eval import LatexComparer, is_equal_exact, latex_number
+from flageval.datasets.mathvision import score_reply
 from flageval.engine.types import Reply
 
 DATA = default_data_dir()

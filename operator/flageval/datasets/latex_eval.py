@@ -1,4 +1,5 @@
-"""Numeric comparison of two answers through latex2sympy, in a child process with a deadline.
+"""MathVision's answer comparison (FlagEvalMM's evaluate.py is_equal, eval_tuple): the quick cases in
+this process, the numeric ones through latex2sympy in a child process with a deadline.
 
 MathVision's `is_equal` evaluates `round(eval(str(latex2sympy(x))), 2)` on model output. Both steps can
 take unbounded time and memory on odd answers ("10^{10^{10}}" is a valid number), so they run in a
@@ -28,6 +29,8 @@ STARTUP_TIMEOUT = 120.0
 _CACHE_SIZE = 4096
 _UNSAFE = ("__", "'", '"', "\\", "lambda", ":")
 
+NumberOf = Callable[[str], object]  # an answer's numeric value, or an exception
+
 
 def latex_number(expr: str) -> object:
     """round(eval(str(latex2sympy(expr))), 2): a number, or an exception (FlagEvalMM catches them all)."""
@@ -44,7 +47,6 @@ def _serve() -> int:
     try:
         import latex2sympy2  # noqa: F401 - imported before "ready": its second of start-up is not a comparison's time
 
-        from flageval.datasets.mathvision import is_equal_exact
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which falls back
         print(f"!{type(exc).__name__}: {exc}", flush=True)
         return 1
@@ -115,8 +117,6 @@ class LatexComparer:
         return process
 
     def _fall_back(self) -> None:
-        from flageval.datasets.mathvision import is_equal_exact
-
         self._inline = lambda a, b: is_equal_exact(a, b, latex_number)
 
     @staticmethod
@@ -185,6 +185,54 @@ def shared_comparer() -> LatexComparer:
         if _shared is None:
             _shared = LatexComparer()
         return _shared
+
+
+# ---- equality (evaluate.py is_equal, eval_tuple) --------------------------------------------------
+
+
+def _tuple_values(text: str, number: NumberOf) -> str:
+    """eval_tuple: "(a,b,…)" / "[a,b,…]" with each element's rounded value; on any error, unchanged."""
+    elements = text[1:-1].split(",")
+    try:
+        brackets = text[0] + text[-1]
+        if brackets in ("()", "[]") and len(elements) > 1:
+            values = [sub if "infty" in sub or sub in ("a", "-a") else str(number(sub)) for sub in elements]
+            return brackets[0] + ",".join(values) + brackets[1]
+    except Exception:  # noqa: BLE001 - FlagEvalMM returns the string unchanged
+        return text
+    return text
+
+
+def is_equal_exact(asw: str, gt_asw: str, number: NumberOf) -> bool:
+    """is_equal with `number(x)` = round(eval(str(latex2sympy(x))), 2) (latex_number)."""
+    asw, gt_asw = asw.lower(), gt_asw.lower()
+    if not asw.replace(" ", "") or not gt_asw.replace(" ", ""):
+        return False
+    if gt_asw.strip() == asw.strip():
+        return True
+    asw, gt_asw = _tuple_values(asw, number), _tuple_values(gt_asw, number)
+    if gt_asw == asw:
+        return True
+    try:
+        return number(gt_asw) == number(asw)
+    except BaseException:  # noqa: BLE001 - FlagEvalMM: any failure means "not equal"
+        return False
+
+
+Comparer = Callable[[str, str], tuple[bool, "str | None"]]
+
+
+def is_equal(asw: str, gt_asw: str, comparer: Comparer | None = None) -> tuple[bool, str | None]:
+    """is_equal; the quick cases here, the latex2sympy ones in the comparer (a child process with a
+    deadline by default). → (verdict, note when a deadline or crash decided)."""
+    low_a, low_g = asw.lower(), gt_asw.lower()
+    if not low_a.replace(" ", "") or not low_g.replace(" ", ""):
+        return False, None
+    if low_g.strip() == low_a.strip():
+        return True, None
+    if comparer is None:
+        comparer = shared_comparer().equal
+    return comparer(asw, gt_asw)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
 from flageval.datasets.files import read_jsonl
 from flageval.datasets.images import ImageSettings
+from flageval.datasets.latex_eval import Comparer, is_equal
 from flageval.datasets.mm import (
     DEFAULT_MAX_TOKENS,
     Judgement,
@@ -48,9 +49,6 @@ SPLITS = ("testmini", "test")
 DEFAULT_SPLIT = "testmini"
 ENV_SPLIT = "FLAGEVAL_MATHVISION_SPLIT"
 FIELDS = ("id", "question", "options", "answer", "image")
-
-LetterValue = Callable[[str], object]
-
 
 # ---- the prompt (process.py, then VqaBaseDataset.build_prompt and the task's PromptTemplate) ------
 
@@ -204,56 +202,6 @@ def extract_answer(answer: str) -> str:
     return clean_answer(find_math_answer(pre_extract(answer)))
 
 
-# ---- equality (evaluate.py is_equal, eval_tuple) --------------------------------------------------
-
-
-def _tuple_values(text: str, number: LetterValue) -> str:
-    """eval_tuple: "(a,b,…)" / "[a,b,…]" with each element's rounded value; on any error, unchanged."""
-    elements = text[1:-1].split(",")
-    try:
-        brackets = text[0] + text[-1]
-        if brackets in ("()", "[]") and len(elements) > 1:
-            values = [sub if "infty" in sub or sub in ("a", "-a") else str(number(sub)) for sub in elements]
-            return brackets[0] + ",".join(values) + brackets[1]
-    except Exception:  # noqa: BLE001 - FlagEvalMM returns the string unchanged
-        return text
-    return text
-
-
-def is_equal_exact(asw: str, gt_asw: str, number: LetterValue) -> bool:
-    """is_equal with `number(x)` = round(eval(str(latex2sympy(x))), 2) (see latex_eval)."""
-    asw, gt_asw = asw.lower(), gt_asw.lower()
-    if not asw.replace(" ", "") or not gt_asw.replace(" ", ""):
-        return False
-    if gt_asw.strip() == asw.strip():
-        return True
-    asw, gt_asw = _tuple_values(asw, number), _tuple_values(gt_asw, number)
-    if gt_asw == asw:
-        return True
-    try:
-        return number(gt_asw) == number(asw)
-    except BaseException:  # noqa: BLE001 - FlagEvalMM: any failure means "not equal"
-        return False
-
-
-Comparer = Callable[[str, str], tuple[bool, "str | None"]]
-
-
-def is_equal(asw: str, gt_asw: str, comparer: Comparer | None = None) -> tuple[bool, str | None]:
-    """is_equal; the quick cases here, the latex2sympy ones in the comparer (a child process with a
-    deadline by default). → (verdict, note when a deadline or crash decided)."""
-    low_a, low_g = asw.lower(), gt_asw.lower()
-    if not low_a.replace(" ", "") or not low_g.replace(" ", ""):
-        return False, None
-    if low_g.strip() == low_a.strip():
-        return True, None
-    if comparer is None:
-        from flageval.datasets.latex_eval import shared_comparer
-
-        comparer = shared_comparer().equal
-    return comparer(asw, gt_asw)
-
-
 @dataclass
 class Verdict:
     answer: str  # the extracted model answer
@@ -382,8 +330,6 @@ __all__ = [
     "clean_answer",
     "extract_answer",
     "find_math_answer",
-    "is_equal",
-    "is_equal_exact",
     "pre_extract",
     "prompt_text",
     "question_text",
