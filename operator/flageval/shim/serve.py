@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("--tolerance must be positive")
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from flageval.shim.app import ShimSettings, create_app
+    from flageval.shim.app import create_app
+    from flageval.shim.settings import ShimSettings
 
     try:
         backend = _make_backend(args)
