@@ -327,7 +327,10 @@ def test_cancellation_flushes_the_journal(tmp_path):
             journal = Journal(path, fsync_every=10_000, fsync_interval=3600)
             task = asyncio.ensure_future(run_dataset(endpoint, chat_items(1000), echo_score, journal, None,
                                                      dataset="t", total=1000, retry_policy=FAST))
-            await asyncio.sleep(0.3)
+            # Cancel once some samples are journaled, however slow the machine (bounded: the run ends by itself).
+            while len(journal) <= 10 and not task.done():
+                await asyncio.sleep(0.01)
+            assert not task.done(), "the run finished before it could be cancelled"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -112,7 +112,8 @@ def test_other_questions_go_to_the_base_answerer(items):
     assert isinstance(combined, WithMathVision)
     assert combined.chat(message_of(items, "4"), {})[0] == "mathvision:4"
     assert combined.chat([{"role": "user", "content": "What is love?"}], {}) == ("unknown", "I do not know.")
-    assert with_mathvision(BenchmarkAnswerer(DATA), DATA.parent / "nowhere") is not None
+    base = BenchmarkAnswerer(DATA)
+    assert with_mathvision(base, DATA.parent / "nowhere") is base  # no MathVision files: the base alone
 
 
 # -- through the engine ---------------------------------------------------------------------------
