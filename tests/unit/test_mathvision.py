@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 from flageval.api import SampleRecord
 from flageval.datasets import default_data_dir, get_dataset
-from flageval.datasets.mathvision import score_reply
+from flageval.datasets.mathvision import grade_reply
 from flageval.engine.types import Reply
 from flageval.mock_model.answers import default_answerer, intended_accuracy
 
@@ -141,12 +141,12 @@ def test_the_table_covers_every_rule():
 @pytest.mark.parametrize(("target", "multiple_choice", "reply", "answer", "correct", "strict"), TABLE,
                          ids=[f"{i}:{row[2][:30]!r}" for i, row in enumerate(TABLE)])
 def test_reply_scores_as_flagevalmm(target, multiple_choice, reply, answer, correct, strict):
-    verdict = score_reply(target, reply, multiple_choice)
+    grade = grade_reply(target, reply, multiple_choice)
     if correct is None:
-        assert verdict.rejected is not None and not verdict.correct
+        assert grade.rejected is not None and not grade.correct
         return
-    assert verdict.rejected is None
-    assert (verdict.answer, verdict.correct, verdict.strict) == (answer, correct, strict)
+    assert grade.rejected is None
+    assert (grade.answer, grade.correct, grade.strict) == (answer, correct, strict)
 
 
 def _record(dataset, target_row, reply: str) -> SampleRecord:

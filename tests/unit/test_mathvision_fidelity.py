@@ -16,7 +16,7 @@ import json
 
 import pytest
 from flageval.datasets import default_data_dir, get_dataset
-from flageval.datasets.mathvision import score_reply
+from flageval.datasets.mathvision import grade_reply
 
 DATA = default_data_dir()
 pytestmark = pytest.mark.skipif(not (DATA / "mathvision" / "testmini.jsonl").is_file(), reason="no MathVision data")
@@ -137,13 +137,13 @@ def test_table_is_broad():
 @pytest.mark.parametrize(("why", "target", "multiple_choice", "reply", "answer", "correct", "strict"), TABLE,
                          ids=[row[0] for row in TABLE])
 def test_reply_scores_as_flagevalmm(why, target, multiple_choice, reply, answer, correct, strict):
-    verdict = score_reply(target, reply, multiple_choice)
-    assert verdict.note is None
+    grade = grade_reply(target, reply, multiple_choice)
+    assert grade.note is None
     if correct is None:
-        assert verdict.rejected is not None
+        assert grade.rejected is not None
         return
-    assert verdict.rejected is None
-    assert (verdict.answer, verdict.correct, verdict.strict) == (answer, correct, strict)
+    assert grade.rejected is None
+    assert (grade.answer, grade.correct, grade.strict) == (answer, correct, strict)
 
 
 INSTRUCTION = ('Please solve the problem and put your answer in one "\\boxed{}". If it is a multiple choice question, '

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from flageval.datasets import default_data_dir, get_dataset
-from flageval.datasets.mathvision import score_reply
+from flageval.datasets.mathvision import grade_reply
 
 SRC = Path(os.environ["FLAGEVALMM_SRC"]) if os.environ.get("FLAGEVALMM_SRC") else None
 DATA = default_data_dir()
@@ -165,8 +165,8 @@ def test_generated_replies(flagevalmm):
     for _ in range(int(os.environ.get("FLAGEVALMM_FUZZ_N", "1500"))):
         target, multiple_choice = rng.choice(targets)
         reply = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(1, 8)))
-        verdict = score_reply(target, reply, multiple_choice)
-        ours = None if verdict.rejected else verdict.correct
+        grade = grade_reply(target, reply, multiple_choice)
+        ours = None if grade.rejected else grade.correct
         assert ours == flagevalmm_verdict(flagevalmm, target, multiple_choice, reply), (target, reply)
 
 

@@ -9,7 +9,7 @@ import pytest
 from flageval.api import SampleRecord
 from flageval.datasets import DatasetError, default_data_dir, get_dataset
 from flageval.datasets.latex_eval import LatexComparer, is_equal_exact, latex_number
-from flageval.datasets.mathvision import score_reply
+from flageval.datasets.mathvision import grade_reply
 from flageval.engine.types import Reply
 
 DATA = default_data_dir()
@@ -123,15 +123,15 @@ def test_duplicate_ids_are_refused(tmp_path):
 def test_a_runaway_comparison_is_cut_off_and_counts_as_not_equal():
     comparer = LatexComparer(timeout=2.0)
     try:
-        verdict, note = comparer.equal("6", "10^{10^{10}}")
-        assert verdict is False and "timed out after 2 s" in note
+        grade, note = comparer.equal("6", "10^{10^{10}}")
+        assert grade is False and "timed out after 2 s" in note
         assert comparer.timeouts == 1
         # the next comparison gets a fresh child
         assert comparer.equal("2.5", "\\frac{5}{2}") == (True, None)
         assert comparer.starts == 2
         # and the verdict shows up in what a sample reports
-        verdict = score_reply("6", "\\boxed{10^{10^{10}}}", False, comparer.equal)
-        assert (verdict.correct, verdict.strict) == (False, False) and "timed out" in verdict.note
+        grade = grade_reply("6", "\\boxed{10^{10^{10}}}", False, comparer.equal)
+        assert (grade.correct, grade.strict) == (False, False) and "timed out" in grade.note
     finally:
         comparer.close()
 

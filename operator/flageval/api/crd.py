@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flageval.api import evaluation as ev
+from flageval.api import evaluation
 
 _KEEP = {
     "type", "description", "default", "enum", "pattern", "format", "minimum", "maximum", "minLength", "maxLength",
@@ -70,15 +70,15 @@ def _metadata_and_kind(description: str) -> dict[str, Any]:
 
 
 def evaluation_crd() -> dict[str, Any]:
-    properties = _metadata_and_kind(ev.Evaluation.__doc__ or "")
-    properties["spec"] = schema_of(ev.EvaluationSpec)
-    properties["status"] = schema_of(ev.EvaluationStatus, defaults=False)
-    schema = {"type": "object", "description": ev.Evaluation.__doc__, "required": ["spec"], "properties": properties,
+    properties = _metadata_and_kind(evaluation.Evaluation.__doc__ or "")
+    properties["spec"] = schema_of(evaluation.EvaluationSpec)
+    properties["status"] = schema_of(evaluation.EvaluationStatus, defaults=False)
+    schema = {"type": "object", "description": evaluation.Evaluation.__doc__, "required": ["spec"], "properties": properties,
               # The name is a label value on every Job and report of the Evaluation, and label values stop at 63.
               "x-kubernetes-validations": [{"rule": "self.metadata.name.size() <= 63",
                                             "message": "metadata.name must be at most 63 characters: it labels the Evaluation's Jobs"}]}
     return _crd(
-        kind=ev.KIND, plural=ev.PLURAL, short=["feval"], schema=schema, status=True,
+        kind=evaluation.KIND, plural=evaluation.PLURAL, short=["feval"], schema=schema, status=True,
         columns=[
             {"name": "Domain", "type": "string", "jsonPath": ".spec.domain", "description": "Benchmark domain."},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending, Running, Suspended, Succeeded or Failed."},
@@ -90,13 +90,13 @@ def evaluation_crd() -> dict[str, Any]:
 
 
 def task_result_crd() -> dict[str, Any]:
-    properties = _metadata_and_kind(ev.EvaluationTaskResult.__doc__ or "")
-    full = schema_of(ev.EvaluationTaskResult, defaults=False)
+    properties = _metadata_and_kind(evaluation.EvaluationTaskResult.__doc__ or "")
+    full = schema_of(evaluation.EvaluationTaskResult, defaults=False)
     for name in ("progress", "result", "attempt"):
         properties[name] = full["properties"][name]
-    schema = {"type": "object", "description": ev.EvaluationTaskResult.__doc__, "properties": properties}
+    schema = {"type": "object", "description": evaluation.EvaluationTaskResult.__doc__, "properties": properties}
     return _crd(
-        kind=ev.TASK_RESULT_KIND, plural=ev.TASK_RESULT_PLURAL, short=["fevaltr"], schema=schema, status=False,
+        kind=evaluation.TASK_RESULT_KIND, plural=evaluation.TASK_RESULT_PLURAL, short=["fevaltr"], schema=schema, status=False,
         columns=[
             {"name": "Dataset", "type": "string", "jsonPath": ".progress.dataset"},
             {"name": "Done", "type": "integer", "jsonPath": ".progress.done"},
@@ -110,7 +110,7 @@ def task_result_crd() -> dict[str, Any]:
 
 def _crd(*, kind: str, plural: str, short: list[str], schema: dict, status: bool, columns: list[dict]) -> dict[str, Any]:
     version: dict[str, Any] = {
-        "name": ev.VERSION, "served": True, "storage": True,
+        "name": evaluation.VERSION, "served": True, "storage": True,
         "schema": {"openAPIV3Schema": schema},
         "additionalPrinterColumns": columns,
     }
@@ -119,9 +119,9 @@ def _crd(*, kind: str, plural: str, short: list[str], schema: dict, status: bool
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{ev.GROUP}"},
+        "metadata": {"name": f"{plural}.{evaluation.GROUP}"},
         "spec": {
-            "group": ev.GROUP,
+            "group": evaluation.GROUP,
             "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(), "shortNames": short, "categories": ["flageval"]},
             "scope": "Namespaced",
             "versions": [version],
@@ -130,6 +130,6 @@ def _crd(*, kind: str, plural: str, short: list[str], schema: dict, status: bool
 
 
 CRDS = {
-    f"{ev.GROUP}_{ev.PLURAL}.yaml": evaluation_crd,
-    f"{ev.GROUP}_{ev.TASK_RESULT_PLURAL}.yaml": task_result_crd,
+    f"{evaluation.GROUP}_{evaluation.PLURAL}.yaml": evaluation_crd,
+    f"{evaluation.GROUP}_{evaluation.TASK_RESULT_PLURAL}.yaml": task_result_crd,
 }

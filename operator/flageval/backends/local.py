@@ -221,8 +221,8 @@ class LocalBackend:
     def _log_path(self, request_id: str, task: Task) -> Path:
         return self._dir(request_id) / "logs" / f"{task.eval_model}.{task.dataset}.log"
 
-    def _save(self, ev: LocalEvaluation) -> None:
-        _write_atomic(self._dir(ev.request_id) / "state.json", json.dumps(ev.to_json(), indent=1) + "\n")
+    def _save(self, evaluation: LocalEvaluation) -> None:
+        _write_atomic(self._dir(evaluation.request_id) / "state.json", json.dumps(evaluation.to_json(), indent=1) + "\n")
 
     def _keys(self, request_id: str) -> dict[str, str]:
         try:
@@ -249,27 +249,27 @@ class LocalBackend:
                 loaded.append(LocalEvaluation.from_json(json.loads(path.read_text())))
             except (OSError, ValueError, KeyError) as exc:
                 log.error("skipping unreadable %s: %s", path, exc)
-        for ev in sorted(loaded, key=lambda e: e.created):
-            self.evaluations[ev.request_id] = ev
-            await self._recover(ev)
+        for evaluation in sorted(loaded, key=lambda e: e.created):
+            self.evaluations[evaluation.request_id] = evaluation
+            await self._recover(evaluation)
         self._scheduler = asyncio.create_task(self._schedule_loop())
         self._wake.set()
 
-    async def _recover(self, ev: LocalEvaluation) -> None:
+    async def _recover(self, evaluation: LocalEvaluation) -> None:
         """Tasks that were running when the last server stopped: wait for a stray runner to exit, then
         take its result if it finished, else queue the task again (it resumes from its journal)."""
         changed = False
-        for task in ev.tasks:
+        for task in evaluation.tasks:
             if task.status != Status.RUNNING:
                 continue
             if task.pid:
-                await self._wait_stray(task.pid, str(self.results_dir(ev.request_id, task.eval_model)))
+                await self._wait_stray(task.pid, str(self.results_dir(evaluation.request_id, task.eval_model)))
             task.pid = None
-            if not self._take_result(ev, task):
-                task.status = Status.CANCELLED if ev.suspended else Status.PENDING
+            if not self._take_result(evaluation, task):
+                task.status = Status.CANCELLED if evaluation.suspended else Status.PENDING
             changed = True
         if changed:
-            self._save(ev)
+            self._save(evaluation)
 
     async def _wait_stray(self, pid: int, marker: str) -> None:
         if not _pid_alive(pid, marker):
@@ -304,8 +304,8 @@ class LocalBackend:
                     runner.proc.kill()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        for ev in self.evaluations.values():
-            self._save(ev)
+        for evaluation in self.evaluations.values():
+            self._save(evaluation)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -318,7 +318,7 @@ class LocalBackend:
             request_id = new_request_id()
         limits = [x for x in (request.limit, self.settings.limit) if x is not None]
         body = request.model_dump(mode="json", exclude={"eval_infos": {"__all__": {"api_key"}}})
-        ev = LocalEvaluation(
+        evaluation = LocalEvaluation(
             request_id=request_id,
             created=time.time(),
             request=body,
@@ -331,27 +331,27 @@ class LocalBackend:
         (directory / "logs").mkdir()
         keys = {info.eval_model: info.api_key for info in request.eval_infos}
         _write_atomic(directory / "api_keys.json", json.dumps(keys), mode=0o600)
-        self._save(ev)
-        self.evaluations[request_id] = ev
+        self._save(evaluation)
+        self.evaluations[request_id] = evaluation
         log.info("evaluation %s: %d service(s) × %s", request_id, len(request.eval_infos), ",".join(datasets))
         self._wake.set()
-        return self._view(ev)
+        return self._view(evaluation)
 
     def _get(self, request_id: str) -> LocalEvaluation:
-        ev = self.evaluations.get(request_id) if valid_request_id(request_id) else None
-        if ev is None:
+        evaluation = self.evaluations.get(request_id) if valid_request_id(request_id) else None
+        if evaluation is None:
             raise UnknownRequest(request_id)
-        return ev
+        return evaluation
 
     async def stop(self, request_id: str) -> str:
-        ev = self._get(request_id)
-        if ev.finished:
-            raise BackendError(f"evaluation {request_id} has already finished ({self._view(ev).status.value}); nothing to stop")
-        if ev.suspended:
+        evaluation = self._get(request_id)
+        if evaluation.finished:
+            raise BackendError(f"evaluation {request_id} has already finished ({self._view(evaluation).status.value}); nothing to stop")
+        if evaluation.suspended:
             return f"evaluation {request_id} is already stopped"
-        ev.suspended = True
+        evaluation.suspended = True
         ending = []
-        for task in ev.tasks:
+        for task in evaluation.tasks:
             if task.status == Status.PENDING:
                 task.status = Status.CANCELLED
             elif task.status == Status.RUNNING:
@@ -362,7 +362,7 @@ class LocalBackend:
                         runner.proc.send_signal(signal.SIGTERM)
                     asyncio.get_running_loop().call_later(self.settings.grace_seconds, self._kill_if_running, runner.proc)
                     ending.append(runner.watcher)
-        self._save(ev)
+        self._save(evaluation)
         # Answer once the runners have journaled and exited (SIGKILL after the grace period): from then on
         # nothing of a stopped evaluation moves.
         if ending:
@@ -377,17 +377,17 @@ class LocalBackend:
                 proc.kill()
 
     async def resume(self, request_id: str) -> str:
-        ev = self._get(request_id)
-        again = [t for t in ev.tasks if t.status in (Status.CANCELLED, Status.OUT_OF_RETRIES)]
-        if not ev.suspended and not again:
-            if ev.finished:
-                raise BackendError(f"evaluation {request_id} has already finished ({self._view(ev).status.value}); nothing to resume")
+        evaluation = self._get(request_id)
+        again = [t for t in evaluation.tasks if t.status in (Status.CANCELLED, Status.OUT_OF_RETRIES)]
+        if not evaluation.suspended and not again:
+            if evaluation.finished:
+                raise BackendError(f"evaluation {request_id} has already finished ({self._view(evaluation).status.value}); nothing to resume")
             return f"evaluation {request_id} is already running"
-        ev.suspended = False
+        evaluation.suspended = False
         for task in again:
             task.status = Status.PENDING
             task.message = ""
-        self._save(ev)
+        self._save(evaluation)
         self._wake.set()
         log.info("evaluation %s: resumed (%d dataset run(s) queued)", request_id, len(again))
         return f"evaluation {request_id} resumed; {len(again)} dataset run(s) continue from their last finished sample"
@@ -415,46 +415,46 @@ class LocalBackend:
         self._progress_cache[key] = (path, mtime, progress)
         return progress
 
-    def _dataset_view(self, ev: LocalEvaluation, task: Task) -> DatasetView:
+    def _dataset_view(self, evaluation: LocalEvaluation, task: Task) -> DatasetView:
         done, total = task.done, task.total
         if not task.status.finished:
-            progress = self._progress(ev.request_id, task)
+            progress = self._progress(evaluation.request_id, task)
             if progress is not None:
                 done, total = progress.done, progress.total
         return DatasetView(dataset=task.dataset, status=task.status, done=done, total=total,
                            accuracy=task.accuracy if task.status.finished else None, message=task.message)
 
-    def _services(self, ev: LocalEvaluation) -> list[ServiceView]:
+    def _services(self, evaluation: LocalEvaluation) -> list[ServiceView]:
         services = []
-        for info in ev.parsed_infos:
-            datasets = [self._dataset_view(ev, t) for t in ev.tasks if t.eval_model == info.eval_model]
+        for info in evaluation.parsed_infos:
+            datasets = [self._dataset_view(evaluation, t) for t in evaluation.tasks if t.eval_model == info.eval_model]
             services.append(ServiceView(eval_model=info.eval_model, chip=info.chip, baseline_key=info.baseline_key, datasets=datasets))
         return services
 
     @staticmethod
-    def _candidates(ev: LocalEvaluation, *, baselines_only: bool = False) -> list[Candidate[LocalEvaluation]]:
-        return [Candidate(ev.request_id, info.eval_model, info.baseline_key, created=ev.created, ref=ev,
-                          succeeded=overall_status([t.status for t in ev.tasks if t.eval_model == info.eval_model]) == Status.SUCCESS)
-                for info in ev.parsed_infos if info.is_baseline or not baselines_only]
+    def _candidates(evaluation: LocalEvaluation, *, baselines_only: bool = False) -> list[Candidate[LocalEvaluation]]:
+        return [Candidate(evaluation.request_id, info.eval_model, info.baseline_key, created=evaluation.created, ref=evaluation,
+                          succeeded=overall_status([t.status for t in evaluation.tasks if t.eval_model == info.eval_model]) == Status.SUCCESS)
+                for info in evaluation.parsed_infos if info.is_baseline or not baselines_only]
 
     @staticmethod
-    def _results(ev: LocalEvaluation, eval_model: str) -> list[DatasetResult]:
+    def _results(evaluation: LocalEvaluation, eval_model: str) -> list[DatasetResult]:
         return [DatasetResult(dataset=t.dataset, status=t.status, accuracy=t.accuracy if t.status.finished else None)
-                for t in ev.tasks if t.eval_model == eval_model]
+                for t in evaluation.tasks if t.eval_model == eval_model]
 
-    def _view(self, ev: LocalEvaluation) -> EvaluationView:
-        services = self._services(ev)
-        mine = self._candidates(ev)
-        theirs = [c for other in self.evaluations.values() if other is not ev for c in self._candidates(other, baselines_only=True)]
+    def _view(self, evaluation: LocalEvaluation) -> EvaluationView:
+        services = self._services(evaluation)
+        mine = self._candidates(evaluation)
+        theirs = [c for other in self.evaluations.values() if other is not evaluation for c in self._candidates(other, baselines_only=True)]
         for service, candidate in zip(services, mine):
-            results = self._results(ev, service.eval_model)
+            results = self._results(evaluation, service.eval_model)
             base = choose_baseline(candidate, mine, theirs)
             reference = None if base is candidate else self._results(base.ref, base.eval_model) if base else []
             comparisons, service.release = release_verdict(results, reference, tolerance=self.settings.tolerance)
             for dataset, comparison in zip(service.datasets, comparisons):
                 dataset.base_accuracy, dataset.diff = comparison.base_accuracy, comparison.diff
-        return EvaluationView(request_id=ev.request_id, domain=ev.request.get("domain", "NLP"), services=services,
-                              suspended=ev.suspended, created=ev.created)
+        return EvaluationView(request_id=evaluation.request_id, domain=evaluation.request.get("domain", "NLP"), services=services,
+                              suspended=evaluation.suspended, created=evaluation.created)
 
     # -- scheduling -------------------------------------------------------------------------------
 
@@ -469,15 +469,15 @@ class LocalBackend:
 
     async def _fill(self) -> None:
         running = len(self.runners)
-        for ev in self.evaluations.values():  # in creation order: earlier evaluations first
-            if ev.suspended:
+        for evaluation in self.evaluations.values():  # in creation order: earlier evaluations first
+            if evaluation.suspended:
                 continue
-            for raw in ev.infos():
+            for raw in evaluation.infos():
                 name = raw["eval_model"]
-                tasks = [t for t in ev.tasks if t.eval_model == name]
+                tasks = [t for t in evaluation.tasks if t.eval_model == name]
                 active = sum(t.status == Status.RUNNING for t in tasks)
                 for task in tasks:
-                    if ev.suspended:  # stopped while this pass was launching its runs
+                    if evaluation.suspended:  # stopped while this pass was launching its runs
                         break
                     if task.status != Status.PENDING:
                         continue
@@ -485,19 +485,19 @@ class LocalBackend:
                         return
                     if active >= self.settings.parallel_datasets:
                         break
-                    await self._launch(ev, task)
+                    await self._launch(evaluation, task)
                     running += 1
                     active += 1
 
-    async def _launch(self, ev: LocalEvaluation, task: Task) -> None:
-        paths = self._run_paths(ev.request_id, task)
+    async def _launch(self, evaluation: LocalEvaluation, task: Task) -> None:
+        paths = self._run_paths(evaluation.request_id, task)
         with contextlib.suppress(FileNotFoundError):
             paths.result.unlink()  # an earlier attempt's; this run writes its own
-        raw = next(i for i in ev.infos() if i["eval_model"] == task.eval_model)
+        raw = next(i for i in evaluation.infos() if i["eval_model"] == task.eval_model)
         command = [self.settings.python, "-m", "flageval.cli", "runner", "--dataset", task.dataset,
-                   "--output", str(self.results_dir(ev.request_id, task.eval_model))]
-        if ev.limit is not None:
-            command += ["--limit", str(ev.limit)]
+                   "--output", str(self.results_dir(evaluation.request_id, task.eval_model))]
+        if evaluation.limit is not None:
+            command += ["--limit", str(evaluation.limit)]
         if self.settings.cache:
             command += ["--cache-dir", str(self.root / "cache")]
         if self.settings.data_dir is not None:
@@ -506,8 +506,8 @@ class LocalBackend:
         env.update(self.settings.runner_env)
         env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["FLAGEVAL_EVAL_INFO"] = json.dumps(raw)
-        env["FLAGEVAL_API_KEY"] = self._keys(ev.request_id).get(task.eval_model, "EMPTY")
-        out = self._open_log(ev, task)
+        env["FLAGEVAL_API_KEY"] = self._keys(evaluation.request_id).get(task.eval_model, "EMPTY")
+        out = self._open_log(evaluation, task)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
@@ -515,60 +515,60 @@ class LocalBackend:
             )
         except OSError as exc:
             task.status, task.message = Status.FAILURE, f"cannot start the runner: {exc}"
-            self._save(ev)
+            self._save(evaluation)
             return
         finally:
             os.close(out)
         task.status, task.pid, task.stopping = Status.RUNNING, proc.pid, False
         task.attempts += 1
         task.message = ""
-        self._save(ev)
-        log.info("evaluation %s: %s started (pid %d, attempt %d)", ev.request_id, task.key, proc.pid, task.attempts)
-        runner = self.runners[(ev.request_id, task.key)] = _Runner(proc, asyncio.create_task(self._watch(ev, task, proc)))
+        self._save(evaluation)
+        log.info("evaluation %s: %s started (pid %d, attempt %d)", evaluation.request_id, task.key, proc.pid, task.attempts)
+        runner = self.runners[(evaluation.request_id, task.key)] = _Runner(proc, asyncio.create_task(self._watch(evaluation, task, proc)))
         self._watchers.add(runner.watcher)
         runner.watcher.add_done_callback(self._watchers.discard)
-        if ev.suspended:  # stopped while the process was being started
+        if evaluation.suspended:  # stopped while the process was being started
             task.stopping = True
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
 
-    def _open_log(self, ev: LocalEvaluation, task: Task) -> int:
+    def _open_log(self, evaluation: LocalEvaluation, task: Task) -> int:
         """The runner's log, appended to across attempts; a file descriptor the child inherits."""
-        path = self._log_path(ev.request_id, task)
+        path = self._log_path(evaluation.request_id, task)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, f"--- attempt {task.attempts + 1} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
         return fd
 
-    async def _watch(self, ev: LocalEvaluation, task: Task, proc: asyncio.subprocess.Process) -> None:
+    async def _watch(self, evaluation: LocalEvaluation, task: Task, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
-        if (runner := self.runners.get((ev.request_id, task.key))) is not None and runner.proc is proc:
-            del self.runners[(ev.request_id, task.key)]
+        if (runner := self.runners.get((evaluation.request_id, task.key))) is not None and runner.proc is proc:
+            del self.runners[(evaluation.request_id, task.key)]
         if self._closing and not task.stopping:
             return  # stays R on disk: the next server continues it
         task.pid = None
         terminated = code in (EXIT_TERMINATED, -signal.SIGTERM)
-        if self._take_result(ev, task):
+        if self._take_result(evaluation, task):
             pass
         elif terminated and task.stopping:
-            task.status = Status.CANCELLED if ev.suspended else Status.PENDING  # resumed while it was stopping
+            task.status = Status.CANCELLED if evaluation.suspended else Status.PENDING  # resumed while it was stopping
         elif code == EXIT_CONFIG:
-            task.status, task.message = Status.FAILURE, self._log_error(ev, task) or "configuration error (runner exit code 2)"
+            task.status, task.message = Status.FAILURE, self._log_error(evaluation, task) or "configuration error (runner exit code 2)"
         else:
             task.crashes += 1
             if task.crashes < self.settings.max_crashes:
-                log.warning("evaluation %s: %s runner exited with %s; trying again", ev.request_id, task.key, code)
+                log.warning("evaluation %s: %s runner exited with %s; trying again", evaluation.request_id, task.key, code)
                 task.status = Status.PENDING
             else:
                 task.status = Status.FAILURE
-                task.message = f"runner exited with code {code} ({task.crashes} times); log: {self._log_path(ev.request_id, task)}"
+                task.message = f"runner exited with code {code} ({task.crashes} times); log: {self._log_path(evaluation.request_id, task)}"
         task.stopping = False
-        log.info("evaluation %s: %s → %s (exit %s)", ev.request_id, task.key, task.status.value, code)
-        self._save(ev)
+        log.info("evaluation %s: %s → %s (exit %s)", evaluation.request_id, task.key, task.status.value, code)
+        self._save(evaluation)
         self._wake.set()
 
-    def _take_result(self, ev: LocalEvaluation, task: Task) -> bool:
-        result = read_result(self._run_paths(ev.request_id, task))
+    def _take_result(self, evaluation: LocalEvaluation, task: Task) -> bool:
+        result = read_result(self._run_paths(evaluation.request_id, task))
         if result is None:
             return False
         task.status, task.accuracy, task.message = result.status, result.accuracy, result.message
@@ -577,9 +577,9 @@ class LocalBackend:
         task.total = int(total) if total.isdigit() else result.n_samples
         return True
 
-    def _log_error(self, ev: LocalEvaluation, task: Task) -> str:
+    def _log_error(self, evaluation: LocalEvaluation, task: Task) -> str:
         try:
-            lines = self._log_path(ev.request_id, task).read_text(errors="replace").splitlines()
+            lines = self._log_path(evaluation.request_id, task).read_text(errors="replace").splitlines()
         except OSError:
             return ""
         for line in reversed(lines[-50:]):

@@ -36,7 +36,7 @@ from flageval.datasets.base import DatasetError
 from flageval.datasets.files import read_jsonl
 from flageval.datasets.images import ImageError
 from flageval.datasets.mm import (
-    Judgement,
+    AnswerScore,
     VisualDataset,
     VisualProblem,
     choice_answer,
@@ -144,18 +144,18 @@ class EVDataset(VisualDataset):
         return VisualProblem(id=str(row["id"]), text=text, images=tuple(self.root / p for p in images),
                              target=target, group=row.get("group"), data=kind)
 
-    def judge(self, problem: VisualProblem, answer: str) -> Judgement:
+    def score_answer(self, problem: VisualProblem, answer: str) -> AnswerScore:
         answer = answer.split("</think>", 1)[1] if "</think>" in answer else answer
         prefix = rejection(answer)
         if prefix is not None:
-            return Judgement(extracted=None, scores={}, rejected=prefix)
+            return AnswerScore(extracted=None, scores={}, rejected=prefix)
         if problem.data["kind"] == "choice":
             letter = choice_answer(answer)
-            return Judgement(extracted=letter, scores={"accuracy": float(letter == problem.target.upper())})
+            return AnswerScore(extracted=letter, scores={"accuracy": float(letter == problem.target.upper())})
         width, height = problem.data["size"]
         points, boxes = text_points(answer, width, height)
         value = mask_score(points, boxes, problem.data["mask"])
-        return Judgement(extracted={"points": points[:50], "boxes": boxes[:50]}, scores={"accuracy": value})
+        return AnswerScore(extracted={"points": points[:50], "boxes": boxes[:50]}, scores={"accuracy": value})
 
     def aggregate(self, records: Iterable[SampleRecord]) -> dict[str, float]:
         kept, rejected = self.counted(records)

@@ -32,7 +32,7 @@ from flageval.datasets.images import ImageSettings
 from flageval.datasets.latex_eval import Comparer, is_equal
 from flageval.datasets.mm import (
     DEFAULT_MAX_TOKENS,
-    Judgement,
+    AnswerScore,
     VisualDataset,
     VisualProblem,
     choice_answer,
@@ -203,7 +203,9 @@ def extract_answer(answer: str) -> str:
 
 
 @dataclass
-class Verdict:
+class ReplyGrade:
+    """How FlagEvalMM's get_result grades one MathVision reply, and why."""
+
     answer: str  # the extracted model answer
     correct: bool  # FlagEvalMM's verdict
     strict: bool  # without the substring rule
@@ -218,12 +220,12 @@ def after_think(reply: str) -> str:
     return reply.split("</think>", 1)[1] if "</think>" in reply else reply
 
 
-def score_reply(target: str, reply: str, multiple_choice: bool, comparer: Comparer | None = None) -> Verdict:
-    """One reply scored as get_result scores it, plus the strict verdict."""
+def grade_reply(target: str, reply: str, multiple_choice: bool, comparer: Comparer | None = None) -> ReplyGrade:
+    """One reply graded as get_result grades it, plus the strict verdict."""
     raw = after_think(reply)
     prefix = rejection(raw)
     if prefix is not None:
-        return Verdict(answer="", correct=False, strict=False, rule=None, rejected=prefix)
+        return ReplyGrade(answer="", correct=False, strict=False, rule=None, rejected=prefix)
     answer = extract_answer(raw)
     equal, note = is_equal(target, answer, comparer)
     substring = target in answer
@@ -236,7 +238,7 @@ def score_reply(target: str, reply: str, multiple_choice: bool, comparer: Compar
             strict = True
             if not correct:
                 correct, rule = True, "choice"
-    return Verdict(answer=answer, correct=correct, strict=strict, rule=rule, choice=choice, note=note)
+    return ReplyGrade(answer=answer, correct=correct, strict=strict, rule=rule, choice=choice, note=note)
 
 
 # ---- the dataset ----------------------------------------------------------------------------------
@@ -297,17 +299,17 @@ class MathVision(VisualDataset):
             ))
         return problems
 
-    def judge(self, problem: VisualProblem, answer: str) -> Judgement:
-        verdict = score_reply(problem.target, answer, problem.data["multiple_choice"], self.comparer)
-        if verdict.rejected is not None:
-            return Judgement(extracted=None, scores={}, rejected=verdict.rejected)
-        extracted = {"answer": verdict.answer, "rule": verdict.rule}
-        if verdict.choice is not None:
-            extracted["choice"] = verdict.choice
-        if verdict.note is not None:
-            extracted["note"] = verdict.note
-        return Judgement(extracted=extracted,
-                         scores={"accuracy": float(verdict.correct), "strict_accuracy": float(verdict.strict)})
+    def score_answer(self, problem: VisualProblem, answer: str) -> AnswerScore:
+        grade = grade_reply(problem.target, answer, problem.data["multiple_choice"], self.comparer)
+        if grade.rejected is not None:
+            return AnswerScore(extracted=None, scores={}, rejected=grade.rejected)
+        extracted = {"answer": grade.answer, "rule": grade.rule}
+        if grade.choice is not None:
+            extracted["choice"] = grade.choice
+        if grade.note is not None:
+            extracted["note"] = grade.note
+        return AnswerScore(extracted=extracted,
+                         scores={"accuracy": float(grade.correct), "strict_accuracy": float(grade.strict)})
 
     def aggregate(self, records: Iterable[SampleRecord]) -> dict[str, float]:
         kept, rejected = self.counted(records)
@@ -325,14 +327,14 @@ __all__ = [
     "PRE_PROMPT",
     "SPLITS",
     "MathVision",
-    "Verdict",
+    "ReplyGrade",
     "after_think",
     "clean_answer",
     "extract_answer",
     "find_math_answer",
+    "grade_reply",
     "pre_extract",
     "prompt_text",
     "question_text",
-    "score_reply",
     "strip_string",
 ]

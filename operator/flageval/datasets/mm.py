@@ -1,6 +1,6 @@
 """Image-question datasets (domains MM and EV): the parts they share.
 
-A dataset lists its problems (text with `<image N>` placeholders, image files, target) and judges a
+A dataset lists its problems (text with `<image N>` placeholders, image files, target) and scores a
 reply; this base builds the chat requests one problem at a time, as the engine pulls them, so only
 the images of the samples in flight are in memory.
 
@@ -130,7 +130,7 @@ class VisualMeta:
 
 
 @dataclass
-class Judgement:
+class AnswerScore:
     """A scored reply. scores: metric → value; 'accuracy' first (it is the headline). No scores and a
     `rejected` reason: the reply is left out of the denominator, as FlagEvalMM's filter_rejected does."""
 
@@ -141,7 +141,7 @@ class Judgement:
 
 class VisualDataset:
     """Base of the image-question datasets. Subclasses set name, domain, folder and implement
-    `load` and `judge`; everything else (requests, records, FlagEvalMM's accuracy) is here."""
+    `load` and `score_answer`; everything else (requests, records, FlagEvalMM's accuracy) is here."""
 
     name: str = ""
     domain: str = "MM"
@@ -175,7 +175,7 @@ class VisualDataset:
     def load(self, mode: str | None) -> list[VisualProblem]:
         raise NotImplementedError
 
-    def judge(self, problem: VisualProblem, answer: str) -> Judgement:
+    def score_answer(self, problem: VisualProblem, answer: str) -> AnswerScore:
         raise NotImplementedError
 
     def missing(self, path: Path, what: str) -> DatasetError:
@@ -243,13 +243,13 @@ class VisualDataset:
             return SampleRecord(**common, error=meta.error)
         answer = replies[0].text if replies else ""
         try:
-            judged = self.judge(problem, answer)
+            scored = self.score_answer(problem, answer)
         except ImageError as exc:  # a reference image (e.g. a mask) is unusable: this sample fails
             return SampleRecord(**common, response=answer, error=str(exc))
-        extracted = judged.extracted
-        if judged.rejected is not None:
-            extracted = {"rejected": judged.rejected}
-        return SampleRecord(**common, response=answer, extracted=extracted, scores=judged.scores)
+        extracted = scored.extracted
+        if scored.rejected is not None:
+            extracted = {"rejected": scored.rejected}
+        return SampleRecord(**common, response=answer, extracted=extracted, scores=scored.scores)
 
     @staticmethod
     def counted(records: Iterable[SampleRecord]) -> tuple[list[SampleRecord], int]:
@@ -284,7 +284,7 @@ class VisualDataset:
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "REJECT_PREFIXES",
-    "Judgement",
+    "AnswerScore",
     "VisualDataset",
     "VisualMeta",
     "VisualProblem",
