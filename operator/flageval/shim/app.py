@@ -2,7 +2,8 @@
 
 Clients call `raise_for_status()` and then read `err_code`, so: a well-formed request that cannot be
 served answers 200 with err_code 1 and the reason; a malformed one answers 4xx with the same envelope
-(400 unreadable JSON, 401 no or wrong token, 413 too large, 422 invalid fields); nothing answers 5xx.
+(400 unreadable JSON, 401 no or wrong token, 408 body too slow, 413 too large, 422 invalid fields, 429 too
+many requests from one client address); nothing answers 5xx.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_b
             await backend.aclose()
 
     errors = {code: {"model": ErrorResponse, "description": text} for code, text in (
-        (400, "The body is not valid JSON."), (401, "No or wrong bearer token."),
-        (413, "The body exceeds the size limit."), (422, "Missing or invalid fields."))}
+        (400, "The body is not valid JSON."), (401, "No or wrong bearer token."), (408, "The body did not arrive in time."),
+        (413, "The body exceeds the size limit."), (422, "Missing or invalid fields."),
+        (429, "Too many requests from this client address; Retry-After says when to try again."))}
     app = FastAPI(
         title="flageval-operator REST API",
         summary="FlagEval Auto-Evaluation's endpoints: start, follow, stop, resume and compare evaluations of model services.",
@@ -90,7 +92,8 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_b
         responses=errors,
     )
     app.state.backend, app.state.settings = backend, settings
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, rate_limit=settings.rate_limit,
+                       rate_burst=settings.rate_burst, body_timeout=settings.body_timeout)
     app.add_exception_handler(RequestValidationError, _on_invalid)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     # Without a token the schema names no security scheme: the dependency is added only with one.

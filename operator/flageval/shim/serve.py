@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -30,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval_url hosts evaluations may call (repeatable; '*.example.com' patterns; or FLAGEVAL_SHIM_ALLOW_HOSTS, comma-separated); "
                         "default: any host FLAGEVAL_URL_ALLOW / FLAGEVAL_URL_DENY let through (see flageval/api/urlpolicy.py)")
     p.add_argument("--max-body-bytes", type=int, default=int(env("FLAGEVAL_SHIM_MAX_BODY_BYTES", str(1 << 20))))
+    p.add_argument("--rate-limit", type=float, default=float(env("FLAGEVAL_SHIM_RATE_LIMIT", "5000")),
+                   help="requests a second per client address, beyond which it gets 429 (default 5000; 0: no limit)")
+    p.add_argument("--rate-burst", type=int, default=int(env("FLAGEVAL_SHIM_RATE_BURST", "0")),
+                   help="requests a client may send at once above the rate (default: one second's worth)")
+    p.add_argument("--header-timeout", type=float, default=float(env("FLAGEVAL_SHIM_HEADER_TIMEOUT", "10")),
+                   help="seconds a client has to send a request's headers; then it is disconnected (default 10)")
+    p.add_argument("--body-timeout", type=float, default=float(env("FLAGEVAL_SHIM_BODY_TIMEOUT", "30")),
+                   help="seconds a request's body may take to arrive; then 408 (default 30)")
+    p.add_argument("--keep-alive-timeout", type=float, default=float(env("FLAGEVAL_SHIM_KEEP_ALIVE_TIMEOUT", "5")),
+                   help="seconds an idle keep-alive connection is kept open (default 5)")
     p.add_argument("--tolerance", type=float, default=float(env("FLAGEVAL_SHIM_TOLERANCE", "0.5")), help="release tolerance in points (default 0.5)")
     p.add_argument("--backend", choices=("local", "kubernetes"), default=env("FLAGEVAL_SHIM_BACKEND"), help="default: kubernetes with --kubeconfig or in a cluster, else local")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig of the cluster whose Evaluations to serve")
@@ -98,9 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         return _fail(f"{ALLOW_ENV}/{DENY_ENV}/--allow-host: {exc}")
     for name, value, low in (("--parallel-datasets", args.parallel_datasets, 1), ("--max-runs", args.max_runs, 1),
-                             ("--max-body-bytes", args.max_body_bytes, 1024)):
+                             ("--max-body-bytes", args.max_body_bytes, 1024), ("--rate-limit", args.rate_limit, 0),
+                             ("--rate-burst", args.rate_burst, 0)):
         if value < low:
             return _fail(f"{name} must be at least {low}")
+    for name, value in (("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout),
+                        ("--keep-alive-timeout", args.keep_alive_timeout)):
+        if value <= 0:
+            return _fail(f"{name} must be a positive number of seconds")
     if args.limit is not None and args.limit < 1:
         return _fail("--limit must be a positive number of samples")
     if args.tolerance <= 0:
@@ -114,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         backend = _make_backend(args)
     except Exception as exc:  # noqa: BLE001 - a bad kubeconfig or settings: one line
         return _fail(str(exc))
-    settings = ShimSettings(token=token, url_policy=url_policy, max_body_bytes=args.max_body_bytes, tolerance=args.tolerance)
+    settings = ShimSettings(token=token, url_policy=url_policy, max_body_bytes=args.max_body_bytes, tolerance=args.tolerance,
+                            rate_limit=args.rate_limit, rate_burst=args.rate_burst, body_timeout=args.body_timeout)
     try:
         sock = _listen(args.host, args.port)
     except OSError as exc:
@@ -124,6 +141,48 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return asyncio.run(_serve(backend, create_app(backend, settings, open_backend=False), sock, args))
+
+
+def _protocol_with_header_deadline(seconds: float) -> Any:
+    """uvicorn's HTTP protocol, plus a deadline for each request's headers: uvicorn times out idle
+    keep-alive connections but waits for ever on a client that connects and sends its headers a byte at a
+    time, each such client holding a connection."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # httptools is in the shim extra; without it, h11 and no header deadline
+        return "h11"
+
+    class HeaderDeadlineProtocol(Base):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._deadline = self.loop.call_later(seconds, self._headers_too_slow)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._deadline is None:  # the next request on a kept-alive connection
+                self._deadline = self.loop.call_later(seconds, self._headers_too_slow)
+
+        def on_headers_complete(self) -> None:
+            self._cancel_deadline()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_deadline()
+            super().connection_lost(exc)
+
+        def _cancel_deadline(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -149,7 +208,8 @@ async def _serve(backend, app, sock: socket.socket, args: argparse.Namespace) ->
     shown = f"[{host}]" if ":" in host else host
     print(f"listening on http://{shown}:{port} (backend: {backend.name})", flush=True)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=not args.no_access_log, lifespan="on",
-                            timeout_graceful_shutdown=5, log_config=None)
+                            timeout_graceful_shutdown=5, log_config=None, timeout_keep_alive=args.keep_alive_timeout,
+                            http=_protocol_with_header_deadline(args.header_timeout))
     try:
         await uvicorn.Server(config).serve(sockets=[sock])
     finally:
