@@ -38,7 +38,7 @@ class ShimProcess:
         return self.proc.returncode
 
 
-def launch_shim(state_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> ShimProcess:
+def launch_shim(state_dir: Path, log_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> ShimProcess:
     command = [sys.executable, "-m", "flageval.cli", "serve", "--port", "0", "--state-dir", str(state_dir), "--data-dir", str(DATA), *args]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEVAL_SHIM_")}
     environment.update(env or {})

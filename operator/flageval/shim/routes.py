@@ -36,7 +36,6 @@ from flageval.backends.base import (
     DatasetView,
     EvaluationView,
 )
-from flageval.datasets import DATASETS, DatasetError, suite
 from flageval.shim import diffs
 from flageval.shim.guard import EnvelopeResponse
 from flageval.shim.settings import ShimSettings
@@ -77,6 +76,10 @@ def _shown(view: EvaluationView) -> DatasetView | None:
 
 @flageval_router.post("/evaluation", response_model=EvaluationResponse, summary="Start evaluating model services")
 async def start_evaluation(body: EvaluationRequest, backend: BackendDep, settings: SettingsDep) -> EvaluationResponse:
+    # Here, not at the top: the datasets bring the engine and its HTTP stack, which the server does not
+    # otherwise need; it starts faster without them.
+    from flageval.datasets import DATASETS, DatasetError, suite
+
     try:
         datasets = list(body.datasets) if body.datasets else suite(body.domain.value, body.mode, backend.data_dir)
     except DatasetError as exc:
