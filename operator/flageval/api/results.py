@@ -56,6 +56,8 @@ class SampleRecord(BaseModel):
     extracted: Any = Field(default=None, description="What the extraction filters took from the response.")
     target: Any = Field(default=None, description="The reference answer.")
     scores: dict[str, float] = Field(default_factory=dict, description="Metric name → 0/1 (or a value) for this sample.")
+    values: dict[str, Any] | None = Field(
+        default=None, description="Per-sample metric values that are not one number (lm-eval tasks: lists, pairs), by 'metric,filter'.")
     error: str | None = Field(default=None, description="Why the sample failed (no scores then).")
     group: str | None = Field(default=None, description="Sub-task (e.g. MMLU subject) for aggregation.")
 

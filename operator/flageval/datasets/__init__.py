@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from flageval.datasets.base import Dataset, DatasetError
@@ -18,7 +19,15 @@ DATASETS: dict[str, str] = {
 
 # domain → mode → datasets. A mode is a named suite; "default" is what a domain runs when none is named.
 SUITES: dict[str, dict[str, list[str]]] = {
-    "NLP": {"default": ["gsm8k", "mmlu"], "gsm8k": ["gsm8k"], "mmlu": ["mmlu"]},
+    "NLP": {
+        "default": ["gsm8k", "mmlu"],
+        "gsm8k": ["gsm8k"],
+        "mmlu": ["mmlu"],
+        # Chip parity beyond the pair: long generations, loglikelihood numerics, instruction following, code.
+        # arc_challenge, hellaswag, winogrande and truthfulqa_mc2 score by loglikelihood (completions endpoints).
+        "classic": ["gsm8k", "mmlu", "arc_challenge", "hellaswag", "winogrande", "truthfulqa_mc2", "bbh_cot_fewshot",
+                    "ifeval", "minerva_math500", "aime24", "aime25", "humaneval"],
+    },
     # MM and EV defaults: those whose files are present (see suite); EV has no dataset bundled yet.
     "MM": {"default": ["mathvision"], "mathvision": ["mathvision"]},
     "EV": {"default": []},
@@ -35,9 +44,17 @@ def default_data_dir() -> Path:
     return _REPO_DATA if _REPO_DATA.is_dir() else _IMAGE_DATA
 
 
-def _factory(name: str) -> Callable[..., Dataset]:
+def _factory(name: str, include_paths: Sequence[Path] = ()) -> Callable[..., Dataset]:
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}")
+        # Any other name may be an lm-evaluation-harness task, group or tag (the optional `tasks` extra).
+        try:
+            from flageval.datasets.lmeval import LMEvalTask, known
+        except ImportError:
+            known = None
+        if known is not None and known(name, include_paths):
+            return partial(LMEvalTask, name, include_paths=include_paths)
+        raise DatasetError(f"unknown dataset '{name}': neither one of {', '.join(sorted(DATASETS))} "
+                           "nor an lm-evaluation-harness task, group or tag")
     module_name, _, attr = DATASETS[name].partition(":")
     from importlib import import_module
 
@@ -51,14 +68,20 @@ def get_dataset(
     limit: int | None = None,
     mode: str | None = None,
     kind: EndpointKind = "chat",
+    include_paths: Sequence[Path] = (),
+    allow_code_execution: bool = False,
 ) -> Dataset:
-    """Load a dataset by name. Raises DatasetError with a one-line reason when it cannot."""
+    """Load a dataset by name: a native one, else an lm-eval task, group or tag (include_paths: the user's
+    own task YAML folders). Raises DatasetError with a one-line reason when it cannot."""
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be positive, got {limit}")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     if not data_dir.is_dir():
         raise DatasetError(f"data directory {data_dir} does not exist (set FLAGEVAL_DATA_DIR or --data-dir)")
-    return _factory(name)(data_dir, limit=limit, mode=mode, kind=kind)
+    factory = _factory(name, include_paths)
+    if isinstance(factory, partial):
+        return factory(data_dir, limit=limit, mode=mode, kind=kind, allow_code_execution=allow_code_execution)
+    return factory(data_dir, limit=limit, mode=mode, kind=kind)
 
 
 def suite(domain: str, mode: str | None = None, data_dir: Path | str | None = None) -> list[str]:

@@ -1,0 +1,95 @@
+"""lm-eval tasks built from local files only: a task's Hugging Face dataset is read from
+`<data dir>/hf/<dataset_path>/<dataset_name or default>/<split>.jsonl`; its own
+`dataset_kwargs.data_files` are read as given. Nothing ever contacts a hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from flageval.datasets.base import DatasetError
+from flageval.datasets.files import read_jsonl
+
+# Set before `datasets` or `huggingface_hub` is imported: any path that would still reach a hub fails
+# at once instead of waiting on the network.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+_PATCH_LOCK = threading.Lock()
+
+
+def hf_folder(data_dir: Path, dataset_path: str, dataset_name: str | None) -> Path:
+    return Path(data_dir) / "hf" / dataset_path / (dataset_name or "default")
+
+
+def _local_download(data_dir: Path):
+    """Stands in for ConfigurableTask.download while tasks are built."""
+    import datasets
+
+    def download(task: Any, dataset_kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+        config = task.config
+        kwargs = dict(dataset_kwargs or {})
+        kwargs.pop("trust_remote_code", None)
+        if callable(config.custom_dataset):
+            task.dataset = config.custom_dataset(**(config.metadata or {}), **kwargs)
+            return
+        if "data_files" in kwargs:  # the task names its own files: lm-eval's way to use local data
+            try:
+                task.dataset = datasets.load_dataset(path=config.dataset_path, name=config.dataset_name, **kwargs)
+            except FileNotFoundError as exc:
+                raise DatasetError(f"{config.task}: {exc}") from None
+            return
+        task.dataset = _from_data_dir(task, Path(data_dir))
+
+    return download
+
+
+def _from_data_dir(task: Any, data_dir: Path):
+    import datasets
+
+    config = task.config
+    folder = hf_folder(data_dir, config.dataset_path, config.dataset_name)
+    eval_split = config.test_split or config.validation_split
+    if eval_split is None:
+        raise DatasetError(f"{config.task} names neither a test nor a validation split")
+    splits: dict[str, Any] = {}
+    for split in dict.fromkeys(s for s in (config.test_split, config.validation_split, config.training_split,
+                                           task.fewshot_cfg.split) if s):
+        path = folder / f"{split}.jsonl"
+        if path.exists():
+            splits[split] = datasets.Dataset.from_list(read_jsonl(path, ()))
+        elif split == eval_split:
+            raise DatasetError(f"{config.task}: {path} is missing (its {split} split)")
+    shots = config.num_fewshot or 0
+    pool = task.fewshot_cfg.split or (None if task.fewshot_cfg.samples is not None else config.training_split)
+    if pool is not None and pool not in splits:
+        if shots > 0:
+            raise DatasetError(f"{config.task} takes {shots} few-shot examples from its {pool} split, "
+                               f"and {folder / (pool + '.jsonl')} is absent; run it 0-shot")
+        # lm-eval reads the pool when the task is built even for 0-shot runs; without it, it has none.
+        if config.training_split == pool:
+            config.training_split = None
+        if task.fewshot_cfg.split == pool:
+            task.fewshot_cfg.split = None
+    return datasets.DatasetDict(splits)
+
+
+@contextlib.contextmanager
+def local_data(data_dir: Path) -> Iterator[None]:
+    """While tasks are built in this block, their data comes from data_dir (or their own data_files)."""
+    import datasets
+    from lm_eval.api.task import ConfigurableTask
+
+    datasets.disable_progress_bars()  # a bar per processed split, in a runner's log
+    with _PATCH_LOCK:
+        original = ConfigurableTask.download
+        ConfigurableTask.download = _local_download(data_dir)
+        try:
+            yield
+        finally:
+            ConfigurableTask.download = original
