@@ -29,8 +29,15 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--chip", default=None, help="Vendor-ChipName (default Nvidia-H100)")
     p.add_argument("--tokenizer", default="")
     p.add_argument("--api-key", default=os.environ.get("FLAGEVAL_API_KEY", "EMPTY"), help="or FLAGEVAL_API_KEY")
-    p.add_argument("--datasets", default="gsm8k,mmlu", help="comma-separated (default gsm8k,mmlu)")
-    p.add_argument("--mode", default=None, help="dataset mode, e.g. mmlu 'generative' or 'loglikelihood' (default: by endpoint)")
+    p.add_argument("--datasets", default=None,
+                   help="comma-separated native datasets and lm-eval tasks, groups or tags (default: the --mode suite)")
+    p.add_argument("--mode", default=None,
+                   help="a suite ('default' = gsm8k,mmlu; 'classic') or a dataset mode, e.g. mmlu 'generative' or "
+                        "'loglikelihood' (default: by endpoint)")
+    p.add_argument("--include-path", type=Path, action="append", default=[],
+                   help="a folder of your own lm-eval task YAML files (repeatable)")
+    p.add_argument("--allow-code-execution", action="store_true",
+                   help="let code tasks (humaneval) run the model's programs, in a sandbox")
     p.add_argument("--num-concurrent", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--num-retry", type=int, default=10)

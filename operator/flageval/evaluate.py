@@ -20,7 +20,7 @@ from rich.table import Table
 
 from flageval.api import DatasetResult, EvalInfo, SampleRecord, Status
 from flageval.api import Progress as ProgressEvent
-from flageval.datasets import DATASETS
+from flageval.datasets import DATASETS, SUITES
 from flageval.engine.probe import probe
 from flageval.results import list_results, read_samples, run_paths
 from flageval.runner import RunRequest, endpoint_for, run
@@ -137,6 +137,28 @@ def _json(info: EvalInfo, results: list[DatasetResult], verdicts: list[DatasetCo
     return {"eval_model": info.eval_model, "chip": info.chip, "status": overall.value, "release": release, "details": details}
 
 
+def _dataset_names(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """(datasets to run, the mode each is run in): --datasets, else the NLP suite --mode names; a --mode
+    that is no suite is a dataset mode (mmlu's generative or loglikelihood)."""
+    suites = SUITES["NLP"]
+    is_suite = args.mode in suites
+    if args.datasets:
+        names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    else:
+        names = list(suites[args.mode if is_suite else "default"])
+    return names, None if is_suite else args.mode
+
+
+def _known(name: str, include_paths: Sequence[Path]) -> bool:
+    if name in DATASETS:
+        return True
+    try:
+        from flageval.datasets.lmeval import known
+    except ImportError:  # lm-eval not installed: native datasets only
+        return False
+    return known(name, include_paths)
+
+
 async def evaluate_locally(args: argparse.Namespace) -> int:
     err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
@@ -144,10 +166,11 @@ async def evaluate_locally(args: argparse.Namespace) -> int:
         err.print(f"flageval: error: {message}", markup=False, highlight=False)
         return 2
 
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in DATASETS]
+    names, dataset_mode = _dataset_names(args)
+    unknown = [n for n in names if not _known(n, args.include_path)]
     if not names or unknown:
-        return fail(f"unknown dataset {', '.join(unknown) or '(none given)'}; known: {', '.join(sorted(DATASETS))}")
+        return fail(f"unknown dataset {', '.join(unknown) or '(none given)'}: neither one of "
+                    f"{', '.join(sorted(DATASETS))} nor an lm-evaluation-harness task, group or tag")
     if args.limit is not None and args.limit < 1:
         return fail("--limit must be a positive number of samples")
     if args.baseline is not None and not list_results(args.baseline):
@@ -192,9 +215,11 @@ async def evaluate_locally(args: argparse.Namespace) -> int:
                 name,
                 output,
                 limit=args.limit,
-                mode=args.mode,
+                mode=dataset_mode,
                 data_dir=args.data_dir,
                 cache_dir=None if args.no_cache else args.cache_dir,
+                include_paths=tuple(args.include_path),
+                allow_code_execution=args.allow_code_execution,
             )
             results.append(await run(request, BarReporter(bars, name)))
 

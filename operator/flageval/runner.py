@@ -101,6 +101,8 @@ class RunRequest:
     data_dir: Path | None = None
     cache_dir: Path | None = None  # None: no response cache
     url_policy: UrlPolicy | None = None  # eval_url and every address connected to are checked (None: no check)
+    include_paths: tuple[Path, ...] = ()  # folders of the user's own lm-eval task YAML
+    allow_code_execution: bool = False  # code tasks (humaneval) run the model's programs in a sandbox
     engine_options: dict = field(default_factory=dict)  # test hooks: backoff settings, client
 
 
@@ -142,6 +144,8 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
             limit=request.limit,
             mode=request.mode,
             kind=endpoint.kind,
+            include_paths=request.include_paths,
+            allow_code_execution=request.allow_code_execution,
         )
     except DatasetError as exc:
         result = _config_failure(request.dataset, str(exc))
@@ -298,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--include-path", type=Path, action="append", default=[],
+                        help="a folder of lm-eval task YAML files (repeatable)")
+    parser.add_argument("--allow-code-execution", action="store_true",
+                        help="let code tasks run the model's programs (in a sandbox)")
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("FLAGEVAL_RUNNER_METRICS_PORT") or 0),
                         help="serve Prometheus /metrics (requests, latency, errors) on this port while running (0: off)")
     args = parser.parse_args(argv)
@@ -323,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         serve_metrics(args.metrics_port)
     request = RunRequest(info, args.dataset, args.output, args.limit, args.mode, args.data_dir, args.cache_dir,
-                         url_policy=policy)
+                         url_policy=policy, include_paths=tuple(args.include_path),
+                         allow_code_execution=args.allow_code_execution)
     reporter = _reporter_from_env()
     return asyncio.run(_run_until_terminated(request, reporter))
 

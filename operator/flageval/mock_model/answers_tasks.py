@@ -24,6 +24,19 @@ def _fingerprint(value: Any) -> bytes:
     return hashlib.sha1(text.encode()).digest()
 
 
+def task_names(spec: str) -> list[str]:
+    """Comma-separated task names; an NLP suite name stands for its lm-eval tasks."""
+    from flageval.datasets import DATASETS, SUITES
+
+    names: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if part in SUITES["NLP"]:
+            names += [n for n in SUITES["NLP"][part] if n not in DATASETS]
+        elif part:
+            names.append(part)
+    return list(dict.fromkeys(names))
+
+
 def sample_key(task: str, doc_id: int) -> str:
     return f"{task}:{doc_id}"
 
@@ -86,6 +99,7 @@ class TaskAnswerer:
         self.accuracy, self.seed, self.fallback = accuracy, seed, fallback
         self.generated: dict[bytes, tuple[str, str]] = {}
         self.scored: dict[bytes, _Choice] = {}
+        self.verdicts: dict[str, bool] = {}  # where the answer's rightness is its scorer's call, not ours
         self.keys: dict[str, list[tuple[int, str]]] = {}  # name → (doc id, sample key) of every document
         for name in tasks:
             for kind in ("chat", "completions"):
@@ -111,7 +125,12 @@ class TaskAnswerer:
             target = task.doc_to_target(doc)
             if task.config.doc_to_choice is not None and isinstance(target, int):
                 target = task.doc_to_choice(doc)[target]
-            text = self.write(task_name, doc, str(target[0] if isinstance(target, list) else target), self.right(key))
+            if task_name.startswith("ifeval"):
+                text = ifeval_reply(doc) if self.right(key) else "No, I WILL NOT."
+                # whether the reply follows every instruction is IFEval's own checkers' call
+                self.verdicts[key] = bool(task.process_results(doc, [text])["prompt_level_strict_acc"])
+            else:
+                text = self.write(task_name, doc, str(target[0] if isinstance(target, list) else target), self.right(key))
             self.generated[_fingerprint(body.get("messages") or body.get("prompt"))] = (key, text)
             return
         gold = _gold(task, doc)
@@ -129,7 +148,7 @@ class TaskAnswerer:
     def intended(self, name: str, limit: int | None = None) -> float:
         """Percent of the task's (or group's) first `limit` documents per task the model means to answer right."""
         keys = [key for doc_id, key in self.keys[name] if limit is None or doc_id < limit]
-        return round(100.0 * sum(self.right(k) for k in keys) / len(keys), 2)
+        return round(100.0 * sum(self.verdicts.get(k, self.right(k)) for k in keys) / len(keys), 2)
 
     # -- Answerer -----------------------------------------------------------------------------------
 
@@ -175,3 +194,134 @@ def _echo(prompt: str, choice: _Choice) -> dict[str, Any]:
         at += len(token)
     return {"text": prompt + "\n", "finish_reason": "length",
             "logprobs": {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets}}
+
+
+# -- IFEval --------------------------------------------------------------------------------------------
+
+_FILLER = ["we", "walk", "along", "the", "quiet", "river", "every", "morning", "and", "listen", "to", "simple",
+           "music", "from", "an", "open", "window", "near", "our", "small", "house", "in", "town"]
+_LANGUAGE_TEXT = {
+    "de": "Das ist eine einfache Antwort auf die Frage und sie ist auf Deutsch geschrieben.",
+    "fr": "Ceci est une réponse simple à la question et elle est écrite en français.",
+    "es": "Esta es una respuesta sencilla a la pregunta y está escrita en español.",
+    "it": "Questa è una risposta semplice alla domanda ed è scritta in italiano.",
+    "pt": "Esta é uma resposta simples para a pergunta e está escrita em português.",
+    "ru": "Это простой ответ на вопрос, и он написан на русском языке.",
+    "hi": "यह प्रश्न का एक सरल उत्तर है और यह हिंदी में लिखा गया है।",
+    "ar": "هذه إجابة بسيطة على السؤال وهي مكتوبة باللغة العربية.",
+    "ja": "これは質問に対する簡単な答えで、日本語で書かれています。",
+    "ko": "이것은 질문에 대한 간단한 대답이며 한국어로 작성되었습니다.",
+    "zh-cn": "这是对这个问题的简单回答，它是用中文写的。",
+    "fa": "این یک پاسخ ساده به این سوال است و به زبان فارسی نوشته شده است.",
+    "sw": "Hili ni jibu rahisi kwa swali hili na limeandikwa kwa Kiswahili.",
+    "fi": "Tämä on yksinkertainen vastaus kysymykseen ja se on kirjoitettu suomeksi.",
+    "vi": "Đây là một câu trả lời đơn giản cho câu hỏi và nó được viết bằng tiếng Việt.",
+    "th": "นี่คือคำตอบง่ายๆ สำหรับคำถามนี้และเขียนเป็นภาษาไทย",
+    "bn": "এটি প্রশ্নের একটি সহজ উত্তর এবং এটি বাংলায় লেখা হয়েছে।",
+    "ur": "یہ سوال کا ایک آسان جواب ہے اور یہ اردو میں لکھا گیا ہے۔",
+    "ta": "இது கேள்விக்கு ஒரு எளிய பதில் மற்றும் இது தமிழில் எழுதப்பட்டுள்ளது.",
+    "te": "ఇది ప్రశ్నకు ఒక సాధారణ సమాధానం మరియు ఇది తెలుగులో వ్రాయబడింది.",
+    "mr": "हे प्रश्नाचे एक सोपे उत्तर आहे आणि ते मराठीत लिहिले आहे.",
+    "gu": "આ પ્રશ્નનો એક સરળ જવાબ છે અને તે ગુજરાતીમાં લખાયેલ છે.",
+    "kn": "ಇದು ಪ್ರಶ್ನೆಗೆ ಒಂದು ಸರಳ ಉತ್ತರ ಮತ್ತು ಇದನ್ನು ಕನ್ನಡದಲ್ಲಿ ಬರೆಯಲಾಗಿದೆ.",
+    "pa": "ਇਹ ਸਵਾਲ ਦਾ ਇੱਕ ਸਧਾਰਨ ਜਵਾਬ ਹੈ ਅਤੇ ਇਹ ਪੰਜਾਬੀ ਵਿੱਚ ਲਿਖਿਆ ਗਿਆ ਹੈ।",
+    "ne": "यो प्रश्नको एक सरल उत्तर हो र यो नेपालीमा लेखिएको छ।",
+    "bg": "Това е прост отговор на въпроса и е написан на български език.",
+}
+
+
+def ifeval_reply(doc: dict) -> str:
+    """A reply that means to follow every instruction of an IFEval prompt (the scorer decides if it does)."""
+    specs = {i: {k: v for k, v in (kw or {}).items() if v is not None}
+             for i, kw in zip(doc["instruction_id_list"], doc["kwargs"])}
+    forbidden = {w.lower() for w in specs.get("keywords:forbidden_words", {}).get("forbidden_words", [])}
+    letter_rule = specs.get("keywords:letter_frequency", {})
+    avoid = letter_rule.get("letter", "").lower() if letter_rule.get("let_relation") == "less than" else ""
+    words = [w for w in _FILLER if w not in forbidden and (not avoid or avoid not in w)] or ["ok"]
+    n_words = 12
+    rule = specs.get("length_constraints:number_words")
+    if rule:
+        n_words = rule["num_words"] + 20 if rule["relation"] == "at least" else max(1, min(n_words, rule["num_words"] // 3))
+    n_sent = 3
+    rule = specs.get("length_constraints:number_sentences")
+    if rule:
+        n_sent = rule["num_sentences"] + 1 if rule["relation"] == "at least" else max(1, rule["num_sentences"] - 1)
+    language = specs.get("language:response_language", {}).get("language")
+    per_sentence = max(1, n_words // n_sent)
+
+    def sentence(i: int) -> str:
+        if language in _LANGUAGE_TEXT:
+            return _LANGUAGE_TEXT[language]
+        chosen = [words[(i + j) % len(words)] for j in range(per_sentence)]
+        return " ".join(chosen).capitalize() + "."
+
+    extra: list[str] = []
+    for keyword in specs.get("keywords:existence", {}).get("keywords", []):
+        extra.append(f"It mentions {keyword}.")
+    rule = specs.get("keywords:frequency")
+    if rule and rule.get("relation") != "less than":
+        extra += [f"Again {rule['keyword']}." for _ in range(rule["frequency"])]
+    if letter_rule and letter_rule.get("let_relation") != "less than":
+        extra.append((letter_rule["letter"] * letter_rule["let_frequency"]) + ".")
+    rule = specs.get("detectable_format:number_highlighted_sections")
+    if rule:
+        extra += [f"See *part {i + 1}* here." for i in range(rule["num_highlights"])]
+    rule = specs.get("detectable_content:number_placeholders")
+    if rule:
+        extra += [f"Ask [item{i}]." for i in range(rule["num_placeholders"])]
+    if "detectable_format:constrained_response" in specs:
+        extra = ["My answer is yes."]
+    rule = specs.get("change_case:capital_word_frequency")
+    if rule and rule.get("capital_relation") != "less than":
+        extra.append(" ".join(["NOTE"] * rule["capital_frequency"]) + ".")
+
+    body_sentences = [sentence(i) for i in range(n_sent)]
+    budget = n_sent if "length_constraints:number_sentences" in specs else None
+    if budget is not None and extra:  # fold the extras into the counted sentences
+        body_sentences[-1] = body_sentences[-1].rstrip(".") + " " + " ".join(e.rstrip(".") for e in extra) + "."
+    else:
+        body_sentences += extra
+    paragraphs = 1
+    rule = specs.get("length_constraints:number_paragraphs") or specs.get("length_constraints:nth_paragraph_first_word")
+    if rule:
+        paragraphs = rule["num_paragraphs"]
+    chunks = [body_sentences[i::paragraphs] for i in range(paragraphs)]
+    chunks = [c or [sentence(0)] for c in chunks]
+    first = specs.get("length_constraints:nth_paragraph_first_word")
+    texts = [" ".join(c) for c in chunks]
+    if first:
+        nth = first["nth_paragraph"] - 1
+        if 0 <= nth < len(texts):
+            texts[nth] = f"{first['first_word']} " + texts[nth]
+    separator = "\n\n" if first else "\n***\n"
+    text = separator.join(texts)
+    rule = specs.get("detectable_format:multiple_sections")
+    if rule:
+        text = "\n".join(f"{rule['section_spliter']} {i + 1}\n{text}" for i in range(rule["num_sections"]))
+    rule = specs.get("detectable_format:number_bullet_lists")
+    if rule:
+        text += "\n" + "\n".join(f"* point {i + 1}" for i in range(rule["num_bullets"]))
+    if "detectable_format:title" in specs:
+        text = "<<a short title>>\n" + text
+    rule = specs.get("detectable_content:postscript")
+    if rule:
+        text += f"\n{rule['postscript_marker']} that is all"
+    if "change_case:english_lowercase" in specs:
+        text = text.lower()
+    if "change_case:english_capital" in specs:
+        text = text.upper()
+    if "punctuation:no_comma" in specs:
+        text = text.replace(",", "")
+    if "detectable_format:json_format" in specs:
+        text = json.dumps({"answer": text})
+    rule = specs.get("startend:end_checker")
+    if rule:
+        text = text.rstrip() + "\n" + rule["end_phrase"]
+    if "startend:quotation" in specs:
+        text = f'"{text}"'
+    rule = specs.get("combination:repeat_prompt")
+    if rule:
+        text = rule["prompt_to_repeat"] + "\n" + text
+    if "combination:two_responses" in specs:
+        text = text + "\n******\n" + text.replace("river", "lake").replace("stone", "pebble") + " Also."
+    return text

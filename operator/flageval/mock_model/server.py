@@ -627,6 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--answerer", choices=("benchmarks", "echo", "fixed"), default="benchmarks",
                         help="'echo' repeats the question, 'fixed' always says --fixed-text (no data needed)")
     parser.add_argument("--fixed-text", default="The answer is 42.\n#### 42")
+    parser.add_argument("--tasks", default="",
+                        help="lm-eval tasks, groups or an NLP suite (e.g. 'classic') to answer too, comma-separated")
+    parser.add_argument("--tasks-limit", type=int, default=None, help="learn only the first N documents of each task")
+    parser.add_argument("--include-path", type=Path, action="append", default=[],
+                        help="a folder of lm-eval task YAML files (repeatable)")
     return parser
 
 
@@ -650,7 +655,13 @@ def make_answerer(args: argparse.Namespace) -> Answerer:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if not data_dir.is_dir():
         raise ValueError(f"benchmark data directory {data_dir} does not exist (set --data-dir or FLAGEVAL_DATA_DIR)")
-    return default_answerer(data_dir, args.accuracy, args.seed)
+    answerer = default_answerer(data_dir, args.accuracy, args.seed)
+    if args.tasks:
+        from flageval.mock_model.answers_tasks import TaskAnswerer, task_names
+
+        answerer = TaskAnswerer(data_dir, task_names(args.tasks), args.accuracy, args.seed, fallback=answerer,
+                                limit=args.tasks_limit, include_paths=args.include_path)
+    return answerer
 
 
 async def _serve_forever(server: MockModelServer, host: str, port: int) -> None:

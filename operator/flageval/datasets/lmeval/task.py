@@ -91,8 +91,13 @@ def task_manager(include_paths: Sequence[Path] = ()) -> Any:
 def load(name: str, data_dir: Path, include_paths: Sequence[Path] = ()) -> tuple[dict, dict]:
     """lm-eval's TaskManager.load for one name, over our index and local data → (tasks, groups)."""
     manager = task_manager(include_paths)
-    if name not in manager._index:
+    entry = manager._index.get(name)
+    if entry is None:
         raise DatasetError(f"unknown dataset '{name}' (neither a native dataset nor an lm-eval task, group or tag)")
+    if include_paths or entry.kind.name != "TASK" or "ifeval" in str(entry.yaml_path):
+        from flageval.datasets.lmeval.nltk_data import ensure_punkt_tab
+
+        ensure_punkt_tab()  # IFEval's checkers split sentences with NLTK's punkt: from a package, not a download
     with local_data(data_dir):
         try:
             loaded = manager.load([name])
