@@ -156,7 +156,8 @@ def _known(name: str, include_paths: Sequence[Path]) -> bool:
         from flageval.datasets.lmeval import known
     except ImportError:  # lm-eval not installed: native datasets only
         return False
-    return known(name, include_paths)
+    # with include paths, a name not found may be in a file that could not be read: its run says which
+    return bool(include_paths) or known(name, include_paths)
 
 
 async def evaluate_locally(args: argparse.Namespace) -> int:

@@ -51,7 +51,9 @@ def _factory(name: str, include_paths: Sequence[Path] = ()) -> Callable[..., Dat
             from flageval.datasets.lmeval import LMEvalTask, known
         except ImportError:
             known = None
-        if known is not None and known(name, include_paths):
+        # With include paths, an unknown name may be a task in a file that could not be read: the task's
+        # loader says which.
+        if known is not None and (include_paths or known(name, include_paths)):
             return partial(LMEvalTask, name, include_paths=include_paths)
         raise DatasetError(f"unknown dataset '{name}': neither one of {', '.join(sorted(DATASETS))} "
                            "nor an lm-evaluation-harness task, group or tag")

@@ -125,7 +125,9 @@ class TaskAnswerer:
             target = task.doc_to_target(doc)
             if task.config.doc_to_choice is not None and isinstance(target, int):
                 target = task.doc_to_choice(doc)[target]
-            if task_name.startswith("ifeval"):
+            if task_name.startswith("humaneval"):
+                text = doc["canonical_solution"] if self.right(key) else "    raise NotImplementedError\n"
+            elif task_name.startswith("ifeval"):
                 text = ifeval_reply(doc) if self.right(key) else "No, I WILL NOT."
                 # whether the reply follows every instruction is IFEval's own checkers' call
                 self.verdicts[key] = bool(task.process_results(doc, [text])["prompt_level_strict_acc"])

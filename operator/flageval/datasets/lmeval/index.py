@@ -57,7 +57,7 @@ def is_builtin(name: str) -> bool:
 
 def registry(include_paths: tuple[Path, ...] = ()) -> dict[str, Entry]:
     """name → lm-eval Entry for the built-in tasks, then the include paths' (which win, as in lm-eval)."""
-    from lm_eval.tasks._index import Entry, Kind, TaskIndex
+    from lm_eval.tasks._index import Entry, Kind
 
     root = tasks_dir()
     index = {
@@ -65,5 +65,28 @@ def registry(include_paths: tuple[Path, ...] = ()) -> dict[str, Entry]:
         for name, (kind, path, tags) in builtin_names().items()
     }
     if include_paths:
-        index.update(TaskIndex.build([Path(p) for p in include_paths]))
+        index.update(scan(include_paths)[0])
     return index
+
+
+@lru_cache(maxsize=8)
+def scan(include_paths: tuple[Path, ...]) -> tuple[dict[str, Entry], tuple[str, ...]]:
+    """The include paths' tasks, and why each YAML file that could not be read was skipped ("file: reason",
+    with the line where YAML gives one). lm-eval's own scan skips such files without a word."""
+    from lm_eval.tasks._index import TaskIndex
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entries: dict[str, Entry] = {}
+    problems: list[str] = []
+    for root in include_paths:
+        root = Path(root)
+        if not root.is_dir():
+            problems.append(f"{root}: not a directory")
+            continue
+        for path in TaskIndex._iter_yaml_files(root):
+            try:
+                config = load_yaml(path, resolve_func=False, recursive=True)
+                TaskIndex.process_cfg(config, path, entries)
+            except Exception as exc:  # noqa: BLE001 - a bad file is reported, never fatal
+                problems.append(f"{path}: {' '.join(str(exc).split())}")
+    return entries, tuple(problems)

@@ -25,7 +25,7 @@ from typing import Any
 
 from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
-from flageval.datasets.lmeval.index import is_builtin, registry
+from flageval.datasets.lmeval.index import is_builtin, registry, scan
 from flageval.datasets.lmeval.offline import local_data
 from flageval.datasets.mmlu import continuation_logprob
 from flageval.engine.types import EndpointKind, Reply, WorkItem
@@ -75,6 +75,24 @@ def _compile_templates_once() -> None:
     utils.apply_template = apply_template
 
 
+def _code_eval_in_sandbox() -> None:
+    """lm-eval's code tasks load Hugging Face's `code_eval` metric from a hub when their module is
+    imported; ours runs the same checks, each program in the sandbox."""
+    import evaluate
+
+    if getattr(evaluate.load, "sandboxed_code_eval", False):
+        return
+    from flageval.datasets.lmeval.sandbox import CodeEval
+
+    hub_load = evaluate.load
+
+    def load(path: str, *args: Any, **kwargs: Any) -> Any:
+        return CodeEval() if path == "code_eval" else hub_load(path, *args, **kwargs)
+
+    load.sandboxed_code_eval = True  # type: ignore[attr-defined]
+    evaluate.load = load
+
+
 def task_manager(include_paths: Sequence[Path] = ()) -> Any:
     """lm-eval's TaskManager over the shipped index (and the include paths), without its scan of every file."""
     from lm_eval.tasks._factory import TaskFactory
@@ -93,19 +111,34 @@ def load(name: str, data_dir: Path, include_paths: Sequence[Path] = ()) -> tuple
     manager = task_manager(include_paths)
     entry = manager._index.get(name)
     if entry is None:
-        raise DatasetError(f"unknown dataset '{name}' (neither a native dataset nor an lm-eval task, group or tag)")
+        problems = scan(tuple(Path(p) for p in include_paths))[1] if include_paths else ()
+        unreadable = f"; task files that could not be read: {'; '.join(problems)}" if problems else ""
+        raise DatasetError(f"unknown dataset '{name}' (neither a native dataset nor an lm-eval task, group or tag)"
+                           + unreadable)
     if include_paths or entry.kind.name != "TASK" or "ifeval" in str(entry.yaml_path):
         from flageval.datasets.lmeval.nltk_data import ensure_punkt_tab
 
         ensure_punkt_tab()  # IFEval's checkers split sentences with NLTK's punkt: from a package, not a download
+    if include_paths or any(word in str(entry.yaml_path) for word in ("humaneval", "mbpp")):
+        _code_eval_in_sandbox()
     with local_data(data_dir):
         try:
             loaded = manager.load([name])
         except DatasetError:
             raise
         except Exception as exc:  # noqa: BLE001 - a task's own config or code failing is that dataset's error
-            raise DatasetError(f"{name}: lm-eval could not build the task: {type(exc).__name__}: {exc}") from None
+            raise DatasetError(f"{name}: lm-eval could not build the task from {entry.yaml_path or 'its config'}: "
+                               f"{_describe(exc)}") from None
     return loaded["tasks"], loaded.get("groups", {})
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the error, and for a Jinja template the line within the template."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    lineno = getattr(exc, "lineno", None)
+    if lineno and type(exc).__module__.startswith("jinja2"):
+        text += f" (template line {lineno})"
+    return text
 
 
 def body_for(instance: Any, kind: EndpointKind) -> dict[str, Any]:
@@ -216,6 +249,10 @@ class LMEvalTask:
             return f"{first.metric},{filters[0]}"
         task = next(iter(self.tasks.values()))
         metric = next(iter(task._metric_fn_list), "acc")
+        first = (task.config.metric_list or [{}])[0]
+        if callable(first.get("metric")) and first.get("k"):  # code tasks: pass_at_k reports pass@k
+            k = first["k"]
+            metric = f"pass@{k[0] if isinstance(k, list) else k}"
         return f"{metric},{task._filters[0].name}"
 
     def total(self) -> int:
@@ -229,21 +266,30 @@ class LMEvalTask:
             for doc_id, doc in self.docs[task_name]:
                 # Build every document's context, even one the journal already holds: the sampler's draws
                 # follow the document order.
-                context = task.fewshot_context(
-                    doc, num_fewshot=task.get_config("num_fewshot"), system_instruction=None,
-                    apply_chat_template=chat, fewshot_as_multiturn=chat,
-                    chat_template=chat_template if chat else None, gen_prefix=task.doc_to_prefix(doc))
-                instances = task.construct_requests(doc=doc, ctx=context, metadata=(task_name, doc_id, repeats),
-                                                    apply_chat_template=chat, chat_template=chat_template if chat else None)
-                if not isinstance(instances, list):
-                    instances = [instances]
                 sample_id = f"{self.name}/{doc_id}" if self.single else f"{self.name}/{task_name}/{doc_id}"
-                yield WorkItem(id=sample_id, index=index, bodies=[body_for(i, kind) for i in instances],
-                               meta=(task_name, doc_id, doc, instances))
+                try:
+                    context = task.fewshot_context(
+                        doc, num_fewshot=task.get_config("num_fewshot"), system_instruction=None,
+                        apply_chat_template=chat, fewshot_as_multiturn=chat,
+                        chat_template=chat_template if chat else None, gen_prefix=task.doc_to_prefix(doc))
+                    instances = task.construct_requests(doc=doc, ctx=context, metadata=(task_name, doc_id, repeats),
+                                                        apply_chat_template=chat,
+                                                        chat_template=chat_template if chat else None)
+                    if not isinstance(instances, list):
+                        instances = [instances]
+                    bodies = [body_for(i, kind) for i in instances]
+                except Exception as exc:  # noqa: BLE001 - a document its templates cannot render fails alone
+                    problem = f"{task_name} document {doc_id}: the prompt could not be built: {_describe(exc)}"
+                    yield WorkItem(id=sample_id, index=index, bodies=[], meta=(task_name, doc_id, doc, problem))
+                else:
+                    yield WorkItem(id=sample_id, index=index, bodies=bodies, meta=(task_name, doc_id, doc, instances))
                 index += 1
 
     def score(self, item: WorkItem, replies: list[Reply]) -> SampleRecord:
         task_name, _, doc, instances = item.meta
+        problem = instances if isinstance(instances, str) else None
+        if problem:  # the document's prompt could not be built: nothing was sent
+            raise ValueError(problem)
         task = self.tasks[task_name]
         for instance, reply in zip(instances, replies):
             if instance.request_type == "generate_until":

@@ -1,0 +1,2 @@
+def question(doc: dict) -> str:
+    return f"Country: {doc['country']}\nCapital:"
