@@ -20,7 +20,7 @@ from rich.table import Table
 
 from flageval.api import DatasetResult, EvalInfo, SampleRecord, Status
 from flageval.api import Progress as ProgressEvent
-from flageval.datasets import DATASETS, SUITES
+from flageval.datasets import DATASETS, SUITES, is_dataset
 from flageval.engine.probe import probe
 from flageval.results import list_results, read_samples, run_paths
 from flageval.runner import RunRequest, endpoint_for, run
@@ -150,14 +150,8 @@ def _dataset_names(args: argparse.Namespace) -> tuple[list[str], str | None]:
 
 
 def _known(name: str, include_paths: Sequence[Path]) -> bool:
-    if name in DATASETS:
-        return True
-    try:
-        from flageval.datasets.lmeval import known
-    except ImportError:  # lm-eval not installed: native datasets only
-        return False
     # with include paths, a name not found may be in a file that could not be read: its run says which
-    return bool(include_paths) or known(name, include_paths)
+    return bool(include_paths) or is_dataset(name)
 
 
 async def evaluate_locally(args: argparse.Namespace) -> int:

@@ -117,7 +117,7 @@ class EvalInfoSpec(ServiceNames, CamelModel):
         return EvalInfo.model_validate({**fields, "api_key": api_key})
 
 
-_IMMUTABLE = ("domain", "mode", "datasets", "limit", "region", "evalInfos")
+_IMMUTABLE = ("domain", "mode", "datasets", "limit", "region", "evalInfos", "taskConfigMaps", "allowCodeExecution")
 
 
 def _immutable(field: str) -> dict[str, Any]:
@@ -143,6 +143,15 @@ class EvaluationSpec(CamelModel):
         json_schema_extra={"x-kubernetes-validations": [cel("self.all(x, self.exists_one(y, y == x))", "datasets must be unique")]},
     )
     limit: int | None = Field(default=None, ge=1, description="Evaluate only the first N samples of each dataset (smoke runs).")
+    task_config_maps: list[Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")]] | None = Field(
+        default=None, max_length=16,
+        description="ConfigMaps in this namespace holding your own lm-evaluation-harness task files (YAML, helper .py, "
+                    "small data); each is mounted into the runners as a task folder, and its tasks can be named in datasets.",
+    )
+    allow_code_execution: bool = Field(
+        default=False,
+        description="Let code tasks (humaneval) run the model's programs, each in a sandbox; without it such datasets fail.",
+    )
     region: str = Field(default="bj", min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
                         description="Region whose nodes run the Jobs (matched against the region node label), e.g. bj or sz.")
     special_event: str = Field(default="", max_length=253, description="Free-form tag of the occasion (FlagEval's special_event).")

@@ -21,6 +21,7 @@ LABEL_DATASET = "flageval.io/dataset"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "flageval-operator", "app.kubernetes.io/component": "runner"}
 CONTAINER = "runner"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+TASKS_MOUNT = "/etc/flageval/tasks"  # one folder per ConfigMap of spec.taskConfigMaps
 
 
 def datasets_of(spec: EvaluationSpec) -> list[str]:
@@ -72,6 +73,10 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
         command += ["--data-dir", settings.data_dir]
     if settings.runner_metrics_port:
         command += ["--metrics-port", str(settings.runner_metrics_port)]
+    for config_map in spec.task_config_maps or []:
+        command += ["--include-path", f"{TASKS_MOUNT}/{config_map}"]
+    if spec.allow_code_execution:
+        command += ["--allow-code-execution"]
 
     # The runner's task result is owned (garbage-collected with the Evaluation) but not controlled.
     report_meta = {"labels": labels, "ownerReferences": [kopf.build_owner_reference(evaluation, controller=False, block_owner_deletion=False)]}
@@ -98,6 +103,9 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
         {"name": "results", "mountPath": settings.volume_mount_path},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    for i, config_map in enumerate(spec.task_config_maps or []):  # users' own lm-eval task files
+        volumes.append({"name": f"tasks-{i}", "configMap": {"name": config_map}})
+        mounts.append({"name": f"tasks-{i}", "mountPath": f"{TASKS_MOUNT}/{config_map}", "readOnly": True})
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": settings.runner_service_account,

@@ -63,6 +63,17 @@ def _factory(name: str, include_paths: Sequence[Path] = ()) -> Callable[..., Dat
     return getattr(import_module(module_name), attr)
 
 
+def is_dataset(name: str, include_paths: Sequence[Path] = ()) -> bool:
+    """A native dataset, or an installed lm-evaluation-harness task, group or tag."""
+    if name in DATASETS:
+        return True
+    try:
+        from flageval.datasets.lmeval import known
+    except ImportError:  # lm-eval not installed: native datasets only
+        return False
+    return known(name, include_paths)
+
+
 def get_dataset(
     name: str,
     data_dir: Path | str | None = None,
@@ -104,4 +115,4 @@ def suite(domain: str, mode: str | None = None, data_dir: Path | str | None = No
     return names
 
 
-__all__ = ["DATASETS", "SUITES", "Dataset", "DatasetError", "default_data_dir", "get_dataset", "suite"]
+__all__ = ["DATASETS", "SUITES", "Dataset", "DatasetError", "default_data_dir", "get_dataset", "is_dataset", "suite"]

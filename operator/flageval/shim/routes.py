@@ -78,15 +78,15 @@ def _shown(view: EvaluationView) -> DatasetView | None:
 async def start_evaluation(body: EvaluationRequest, backend: BackendDep, settings: SettingsDep) -> EvaluationResponse:
     # Here, not at the top: the datasets bring the engine and its HTTP stack, which the server does not
     # otherwise need; it starts faster without them.
-    from flageval.datasets import DATASETS, DatasetError, suite
+    from flageval.datasets import DATASETS, DatasetError, is_dataset, suite
 
     try:
         datasets = list(body.datasets) if body.datasets else suite(body.domain.value, body.mode, backend.data_dir)
     except DatasetError as exc:
         return EvaluationResponse(err_code=1, err_msg=str(exc))
-    unknown = [d for d in datasets if d not in DATASETS]
+    unknown = [d for d in datasets if not is_dataset(d)]
     if unknown:
-        return EvaluationResponse(err_code=1, err_msg=f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(sorted(DATASETS))}")
+        return EvaluationResponse(err_code=1, err_msg=f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(sorted(DATASETS))} and lm-evaluation-harness tasks")
     for info in body.eval_infos:
         refusal = await check_url(info.eval_url, settings.url_policy)
         if refusal:

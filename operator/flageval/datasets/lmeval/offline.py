@@ -39,6 +39,7 @@ def _local_download(data_dir: Path):
             task.dataset = config.custom_dataset(**(config.metadata or {}), **kwargs)
             return
         if "data_files" in kwargs:  # the task names its own files: lm-eval's way to use local data
+            kwargs["data_files"] = _beside_the_task(kwargs["data_files"], config)
             try:
                 task.dataset = datasets.load_dataset(path=config.dataset_path, name=config.dataset_name, **kwargs)
             except FileNotFoundError as exc:
@@ -47,6 +48,27 @@ def _local_download(data_dir: Path):
         task.dataset = _from_data_dir(task, Path(data_dir))
 
     return download
+
+
+def _beside_the_task(data_files: Any, config: Any) -> Any:
+    """Relative data files are read from the working directory, as lm-eval reads them; one that is not
+    there but beside the task's YAML (a task folder mounted from a ConfigMap) is read from there."""
+    source = (config.metadata or {}).get("config_source") if isinstance(config.metadata, dict) else None
+    if not source or source == "inline":
+        return data_files
+    folder = Path(source).parent
+
+    def resolve(path: Any) -> Any:
+        if isinstance(path, str) and not Path(path).is_absolute() and not Path(path).exists() and (folder / path).exists():
+            return str(folder / path)
+        return path
+
+    if isinstance(data_files, dict):
+        return {split: [resolve(p) for p in paths] if isinstance(paths, list) else resolve(paths)
+                for split, paths in data_files.items()}
+    if isinstance(data_files, list):
+        return [resolve(p) for p in data_files]
+    return resolve(data_files)
 
 
 def _from_data_dir(task: Any, data_dir: Path):

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""lm-eval tasks benchmark: flageval and lm-eval 0.4.13 on the same tasks, against the same reference
+model, in one run, each in its own process.
+
+    .venv/bin/python hack/bench_tasks.py [--concurrency 64] [--limit N]
+
+Per task (bbh_cot_fewshot over chat: 6,511 prompts; hellaswag over completions: 10,042 × 4
+loglikelihood requests): process start → first request the model receives, requests/s from the first
+request to the last, and the client's peak RSS.
+
+Both read the same local data (lm-eval through flageval's offline loader: it would otherwise go to a
+hub). lm-eval runs with its own TaskManager (it scans every task file at start). lm-eval counts a
+loglikelihood context in tokens and needs a tokenizer; none can be downloaded here, so it is given a
+byte-level tiktoken encoding built in its process: its requests are the same, its scores are not
+meaningful (only its speed is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+TASKS = {"bbh_cot_fewshot": "chat", "hellaswag": "completions"}
+
+LM_EVAL = r"""
+import sys, os
+task, url, concurrency, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+from flageval.datasets import default_data_dir
+from flageval.datasets.lmeval.offline import local_data
+import lm_eval
+from lm_eval.tasks import TaskManager
+chat = url.endswith("chat/completions")
+args = {"base_url": url, "model": "m", "num_concurrent": concurrency, "max_retries": 3}
+if chat:
+    model = "local-chat-completions"
+else:
+    import tiktoken
+    byte_level = tiktoken.Encoding("bytes", pat_str=r"[\s\S]", mergeable_ranks={bytes([i]): i for i in range(256)},
+                                   special_tokens={"<|endoftext|>": 256})
+    tiktoken.encoding_for_model = lambda name: byte_level
+    model = "local-completions"
+    args.update(tokenizer_backend="tiktoken", tokenized_requests=False, batch_size=1)
+with local_data(default_data_dir()):
+    lm_eval.simple_evaluate(model=model, model_args=args, tasks=[task], apply_chat_template=chat,
+                            limit=int(limit) if limit != "none" else None, task_manager=TaskManager(),
+                            bootstrap_iters=0)
+"""
+
+
+def stats(base: str) -> dict:
+    with urllib.request.urlopen(f"{base}/stats", timeout=30) as response:
+        return json.load(response)
+
+
+def reset(base: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{base}/stats/reset", data=b"", method="POST"), timeout=30).close()
+
+
+def measure(cmd: list[str], base: str, env: dict) -> dict:
+    """Spawn, wait, and read the mock's first and last request times and the child's peak RSS."""
+    reset(base)
+    started = time.time()
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    seen = stats(base)
+    if process.returncode != 0 or not seen["first_request_time"]:
+        raise SystemExit(f"{cmd[:6]} failed ({process.returncode}):\n{err[-3000:]}")
+    span = max(1e-9, seen["last_request_time"] - seen["first_request_time"])
+    return {"first_request_s": seen["first_request_time"] - started, "requests": seen["total"],
+            "requests_per_s": seen["total"] / span, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    args = parser.parse_args()
+    names = args.tasks.split(",")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "operator"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    mock_cmd = [PYTHON, "-m", "flageval.cli", "mock-model", "--port", "0", "--tasks", ",".join(names)]
+    if args.limit:
+        mock_cmd += ["--tasks-limit", str(args.limit)]
+    mock = subprocess.Popen(mock_cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        line = mock.stdout.readline()  # it learns the tasks first: minutes for the full ones
+        if not line.startswith("listening on "):
+            raise SystemExit(f"the reference model did not start: {line!r}")
+        base = line.split()[-1]
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in names:
+                url = f"{base}/v1/chat/completions" if TASKS.get(name, "chat") == "chat" else f"{base}/v1/completions"
+                ours = [PYTHON, "-m", "flageval.cli", "eval", "--url", url, "--model", "m", "--datasets", name,
+                        "--no-cache", "--output", f"{tmp}/{name}", "--num-concurrent", str(args.concurrency), "--json"]
+                if args.limit:
+                    ours += ["--limit", str(args.limit)]
+                theirs = [PYTHON, "-c", LM_EVAL, name, url, str(args.concurrency), str(args.limit or "none")]
+                for client, cmd in (("flageval", ours), ("lm-eval 0.4.13", theirs)):
+                    result = measure(cmd, base, env)
+                    rows.append((name, client, result))
+                    print(json.dumps({"task": name, "client": client, **result}), flush=True)
+        print()
+        print("| task | client | requests | process start → first request | requests/s | peak RSS |")
+        print("|---|---|---|---|---|---|")
+        for name, client, r in rows:
+            print(f"| {name} | {client} | {r['requests']:,} | {r['first_request_s']:.2f} s | "
+                  f"{r['requests_per_s']:,.0f} | {r['peak_rss_mb']:.0f} MB |")
+        for name in names:
+            ours_r = next(r for n, c, r in rows if n == name and c == "flageval")
+            theirs_r = next(r for n, c, r in rows if n == name and c != "flageval")
+            print(f"{name}: flageval {ours_r['requests_per_s'] / theirs_r['requests_per_s']:.2f}× lm-eval's requests/s")
+    finally:
+        mock.terminate()
+        mock.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
