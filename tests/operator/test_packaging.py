@@ -61,6 +61,14 @@ def test_dockerfile_is_hadolint_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_the_image_can_run_every_domain():
+    """Image datasets (MM, EV) need the mm extra; the data context is copied whole, EV's folders included."""
+    dockerfile = (ROOT / "runner_image/Dockerfile").read_text()
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs and all('".[operator,mm]"' in line for line in installs), installs
+    assert "COPY --from=datasets --chown=root:root . /data/datasets" in dockerfile
+
+
 def test_sources_are_lint_clean():
     """ruff on the Python sources, shellcheck on the shell scripts, as `make lint` runs them."""
     tools = Path(sys.executable).parent

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 from flageval.datasets import DatasetError, suite
-from flageval.datasets.ev import EVDataset, mask_score, text_points
+from flageval.datasets.ev import EVDataset
+from flageval.datasets.points import mask_mean, parse_points, read_mask
 from flageval.engine.types import Reply
 from PIL import Image
 
@@ -58,6 +59,7 @@ def test_scoring_choices_and_points(tmp_path):
     half = dataset.score(points, [Reply(text="Sure.\nAnswer: [(0.25, 0.5), (0.75, 0.5)]")])
     assert half.scores == {"accuracy": 0.5}
     assert half.extracted == {"points": [(10, 10), (30, 10)], "boxes": []}
+    assert dataset.score(points, [Reply(text="Answer: [(0.1, 0.1, 0.5, 1.0)]")]).scores == {"accuracy": 1.0}
     assert dataset.score(points, [Reply(text="Answer: [(5, 5), (15, 19)]")]).scores == {"accuracy": 1.0}
     outside = dataset.score(points, [Reply(text="Answer: [(5, 5), (400, 5), (-1, 3)]")])
     assert outside.scores["accuracy"] == pytest.approx(1 / 3)
@@ -69,16 +71,23 @@ def test_scoring_choices_and_points(tmp_path):
 
 
 def test_points_and_boxes_as_flagevalmm_reads_them(tmp_path):
-    assert text_points("first line (1, 2)\n(3, 4) and (0.5, 0.25)", 100, 40) == ([(3, 4), (50, 10)], [])
-    assert text_points("(5, 0.5)", 100, 40) == ([(500, 20)], [])  # one float scales both
-    assert text_points("(0.1, 0.1, 0.2, 0.3)", 100, 40) == ([], [(10, 4, 20, 12)])
-    assert text_points("(-5, -5, 500, 10)", 100, 40) == ([], [(0, 0, 100, 10)])
+    def read(text, last_line=True):
+        found = parse_points(text, 100, 40, last_line=last_line)
+        return found.points, found.boxes
+
+    assert read("first line (1, 2)\n(3, 4) and (0.5, 0.25)") == ([(3, 4), (50, 10)], [])
+    assert read("first line (1, 2)\n(3, 4)", last_line=False) == ([(1, 2), (3, 4)], [])
+    assert read("(5, 0.5)") == ([(500, 20)], [])  # one float scales both
+    assert read("(0.1, 0.1, 0.2, 0.3)") == ([], [(10, 4, 20, 12)])
+    assert read("(-5, -5, 500, 10)") == ([], [(-5, -5, 500, 10)])  # kept as written: numpy slices it
     mask = np.zeros((4, 4), dtype=np.uint8)
     mask[:2, :2] = 255
     Image.fromarray(mask).save(tmp_path / "m.png")
-    assert mask_score([], [(0, 0, 4, 4)], tmp_path / "m.png") == 0.25
-    assert mask_score([(0, 0)], [(0, 0, 2, 1)], tmp_path / "m.png") == 1.0
-    assert mask_score([], [], tmp_path / "m.png") == 0.0
+    values = read_mask(tmp_path / "m.png", (4, 4))
+    assert mask_mean(parse_points("(0, 0, 4, 4)", 4, 4), values) == 0.25
+    assert mask_mean(parse_points("(0, 0) (0, 0, 2, 1)", 4, 4), values) == 1.0
+    assert mask_mean(parse_points("(-1, -1, 4, 4)", 4, 4), values) == 0.0  # mask[-1:4, -1:4]: the far corner
+    assert mask_mean(parse_points("none", 4, 4), values) == 0.0
 
 
 def test_a_missing_mask_fails_the_sample(tmp_path):
@@ -113,6 +122,8 @@ def test_malformed_rows_are_refused(tmp_path):
 def test_domains_have_suites(tmp_path):
     assert suite("MM") == ["mathvision"]
     assert suite("MM", data_dir=tmp_path) == ["mathvision"]  # nothing present: each fails with its location
-    assert suite("EV") == []
+    assert suite("EV") == ["pca_eval_domestic", "erqa", "where2place"]
+    assert suite("EV", data_dir=tmp_path) == ["pca_eval_domestic", "erqa", "where2place"]
+    assert suite("EV", "pca_eval_domestic") == ["pca_eval_domestic"]
     with pytest.raises(DatasetError, match="unknown mode"):
         suite("MM", "mmmu")

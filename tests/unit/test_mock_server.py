@@ -278,3 +278,23 @@ def test_sigkill_and_restart_resends_nothing_journaled(tmp_path):
     with Journal(journal_path) as journal:
         records = journal.records()
     assert [r.index for r in records] == list(range(n)) and all(r.scores["exact_match"] == 1.0 for r in records)
+
+
+def test_a_large_body_that_ends_in_a_large_read_is_answered():
+    with serve_in_thread() as url:
+        port = int(url.rsplit(":", 1)[1])
+        body = json.dumps({"messages": [{"role": "user", "content": "x" * 300_000}]}).encode()
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            for _ in range(2):  # twice on one connection
+                sock.sendall(head + body[:1000])
+                time.sleep(0.2)
+                sock.sendall(body[1000:])  # the read that completes the message is far over the 64 KB head bound
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += sock.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+                length = int(answer.split(b"content-length: ")[1].split(b"\r\n")[0])
+                rest = answer.split(b"\r\n\r\n", 1)[1]
+                while len(rest) < length:
+                    rest += sock.recv(65536)

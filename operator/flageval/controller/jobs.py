@@ -12,7 +12,7 @@ import kopf
 from flageval.api.evaluation import EvalInfoSpec, EvaluationSpec
 from flageval.api.urlpolicy import UrlPolicy, UrlRefused, url_refusal
 from flageval.controller.settings import Settings
-from flageval.datasets import suite
+from flageval.datasets import default_data_dir, suite
 from flageval.runner import EXIT_CONFIG, EXIT_TERMINATED
 
 LABEL_EVALUATION = "flageval.io/evaluation"
@@ -25,8 +25,13 @@ TASKS_MOUNT = "/etc/flageval/tasks"  # one folder per ConfigMap of spec.taskConf
 
 
 def datasets_of(spec: EvaluationSpec) -> list[str]:
-    """spec.datasets, else the mode's suite of the domain. Raises DatasetError for an unknown domain or mode."""
-    return list(spec.datasets) if spec.datasets else suite(spec.domain.value, spec.mode)
+    """spec.datasets, else the mode's suite of the domain: for MM and EV by default those whose files are in
+    the benchmark directory (FLAGEVAL_DATA_DIR, the runners' too; the operator runs from the runner image).
+    Raises DatasetError for an unknown domain or mode."""
+    if spec.datasets:
+        return list(spec.datasets)
+    data_dir = default_data_dir()
+    return suite(spec.domain.value, spec.mode, data_dir if data_dir.is_dir() else None)
 
 
 def job_name(evaluation: str, eval_model: str, dataset: str) -> str:

@@ -15,6 +15,9 @@ DATASETS: dict[str, str] = {
     "gsm8k": "flageval.datasets.gsm8k:GSM8K",
     "mmlu": "flageval.datasets.mmlu:MMLU",
     "mathvision": "flageval.datasets.mathvision:MathVision",
+    "pca_eval_domestic": "flageval.datasets.pca_eval:PCAEvalDomestic",
+    "erqa": "flageval.datasets.erqa:ERQA",
+    "where2place": "flageval.datasets.where2place:Where2Place",
 }
 
 # domain → mode → datasets. A mode is a named suite; "default" is what a domain runs when none is named.
@@ -28,9 +31,10 @@ SUITES: dict[str, dict[str, list[str]]] = {
         "classic": ["gsm8k", "mmlu", "arc_challenge", "hellaswag", "winogrande", "truthfulqa_mc2", "bbh_cot_fewshot",
                     "ifeval", "minerva_math500", "aime24", "aime25", "humaneval"],
     },
-    # MM and EV defaults: those whose files are present (see suite); EV has no dataset bundled yet.
+    # MM and EV defaults: those whose files are present (see suite).
     "MM": {"default": ["mathvision"], "mathvision": ["mathvision"]},
-    "EV": {"default": []},
+    "EV": {"default": ["pca_eval_domestic", "erqa", "where2place"], "pca_eval_domestic": ["pca_eval_domestic"],
+           "erqa": ["erqa"], "where2place": ["where2place"]},
 }
 
 _REPO_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
@@ -97,6 +101,11 @@ def get_dataset(
     return factory(data_dir, limit=limit, mode=mode, kind=kind)
 
 
+def present(name: str, data_dir: Path | str) -> bool:
+    """Whether a dataset's files are under data_dir (datasets without that check: always)."""
+    return getattr(_factory(name), "present", lambda _: True)(Path(data_dir))
+
+
 def suite(domain: str, mode: str | None = None, data_dir: Path | str | None = None) -> list[str]:
     """The datasets a domain's mode names (mode None: the domain's default suite).
 
@@ -110,9 +119,10 @@ def suite(domain: str, mode: str | None = None, data_dir: Path | str | None = No
         raise DatasetError(f"unknown mode '{key}' for domain {domain}; known: {', '.join(modes)}")
     names = list(modes[key])
     if data_dir is not None and key == "default" and domain in ("MM", "EV"):
-        present = [name for name in names if getattr(_factory(name), "present", lambda _: True)(Path(data_dir))]
-        names = present or names
+        found = [name for name in names if present(name, data_dir)]
+        names = found or names
     return names
 
 
-__all__ = ["DATASETS", "SUITES", "Dataset", "DatasetError", "default_data_dir", "get_dataset", "is_dataset", "suite"]
+__all__ = ["DATASETS", "SUITES", "Dataset", "DatasetError", "default_data_dir", "get_dataset", "is_dataset", "present",
+           "suite"]

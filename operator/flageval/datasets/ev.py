@@ -19,8 +19,9 @@ A dataset is a subclass that names itself and its files, and may set the instruc
         post_prompt = "…Answer: [(x1, y1), …]"
 
 Scoring follows FlagEvalMM: choices by its multiple-choice letter rule (BaseEvaluator), points by
-parsing "(x, y)" tuples (and "(x0, y0, x1, y1)" boxes) from the last line of the answer and averaging
-the mask under them (evaluator/point_utils.py). Registering the class in flageval.datasets.DATASETS
+its embodied_verse rule: "(x, y)" tuples (and "(x0, y0, x1, y1)" boxes) from the last line of the
+answer, the mask averaged under them (datasets.points; tasks/embodied_verse/evaluate.py).
+Registering the class in flageval.datasets.DATASETS
 and SUITES["EV"] makes it runnable; a dataset whose files are absent fails with the path it expected.
 """
 
@@ -34,7 +35,6 @@ from typing import Any
 from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
 from flageval.datasets.files import read_jsonl
-from flageval.datasets.images import ImageError
 from flageval.datasets.mm import (
     AnswerScore,
     VisualDataset,
@@ -44,62 +44,7 @@ from flageval.datasets.mm import (
     percent,
     rejection,
 )
-
-_TUPLE = re.compile(r"\(([-+]?\d+\.?\d*(?:,\s*[-+]?\d+\.?\d*)*?)\)")
-
-Point = tuple[int, int]
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1, already clipped to the image
-
-
-def text_points(text: str, width: int, height: int) -> tuple[list[Point], list[Box]]:
-    """Points and boxes on the answer's last line. A number with a decimal point is a fraction of
-    the image size; integers are pixels. Boxes stand for every pixel inside them."""
-    line = text.strip().split("\n")[-1]
-    points: list[Point] = []
-    boxes: list[Box] = []
-    for match in _TUPLE.findall(line):
-        values = [float(v) if "." in v else int(v) for v in match.split(",")]
-        fractional = any(isinstance(v, float) for v in values)
-        if len(values) == 2:
-            x, y = values
-            if fractional:
-                x, y = int(x * width), int(y * height)
-            points.append((int(x), int(y)))
-        elif len(values) == 4:
-            x0, y0, x1, y1 = values
-            if isinstance(values[0], float):  # FlagEvalMM looks at the first number only
-                x0, y0, x1, y1 = int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height)
-            boxes.append((max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1))))
-    return points, boxes
-
-
-def mask_score(points: list[Point], boxes: list[Box], mask_path: Path) -> float:
-    """Mean mask value (0–1) under the points and box pixels; a point outside the mask counts 0."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with Image.open(mask_path) as img:
-            mask = np.asarray(img)
-    except FileNotFoundError:
-        raise ImageError(f"mask {mask_path} is missing") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable mask is this sample's fault
-        raise ImageError(f"mask {mask_path} cannot be decoded: {exc}") from None
-    if mask.ndim == 3:
-        mask = mask[:, :, 0]
-    mask = mask / 255.0
-    height, width = mask.shape
-    total = 0.0
-    count = len(points)
-    for x, y in points:
-        if 0 <= x < width and 0 <= y < height:
-            total += float(mask[y, x])
-    for x0, y0, x1, y1 in boxes:
-        x1, y1 = min(x1, width), min(y1, height)
-        if x1 > x0 and y1 > y0:
-            total += float(mask[y0:y1, x0:x1].sum())
-            count += (x1 - x0) * (y1 - y0)
-    return total / count if count else 0.0
+from flageval.datasets.points import mask_mean, parse_points, read_mask
 
 
 class EVDataset(VisualDataset):
@@ -153,9 +98,9 @@ class EVDataset(VisualDataset):
             letter = choice_answer(answer)
             return AnswerScore(extracted=letter, scores={"accuracy": float(letter == problem.target.upper())})
         width, height = problem.data["size"]
-        points, boxes = text_points(answer, width, height)
-        value = mask_score(points, boxes, problem.data["mask"])
-        return AnswerScore(extracted={"points": points[:50], "boxes": boxes[:50]}, scores={"accuracy": value})
+        found = parse_points(answer, width, height, last_line=True)
+        mask = read_mask(problem.data["mask"], (width, height))
+        return AnswerScore(extracted=found.summary(), scores={"accuracy": mask_mean(found, mask)})
 
     def aggregate(self, records: Iterable[SampleRecord]) -> dict[str, float]:
         kept, rejected = self.counted(records)
@@ -167,4 +112,4 @@ class EVDataset(VisualDataset):
         return metrics
 
 
-__all__ = ["EVDataset", "mask_score", "text_points"]
+__all__ = ["EVDataset"]

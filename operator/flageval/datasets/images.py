@@ -86,14 +86,16 @@ def _jpeg_base64(img: Any) -> str:
         return base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def encode_image(path: str | os.PathLike[str], settings: ImageSettings | None = None) -> str:
-    """The base64 JPEG text of one image file (no data-URL prefix). Raises ImageError."""
+def encode_image(path: str | os.PathLike[str], settings: ImageSettings | None = None, *,
+                 data: bytes | None = None) -> str:
+    """The base64 JPEG text of one image file (no data-URL prefix), or of `data`, an encoded picture
+    held elsewhere (e.g. in a TFRecord) that `path` names. Raises ImageError."""
     from PIL import Image  # the mm extra; only image datasets need it
 
     settings = settings or ImageSettings()
     path = Path(path)
     try:
-        with Image.open(path) as opened:
+        with Image.open(path if data is None else io.BytesIO(data)) as opened:
             img = opened if opened.mode == "RGB" else opened.convert("RGB")
             img.load()
             if settings.max_long_side is not None and max(img.size) > settings.max_long_side:

@@ -12,6 +12,7 @@ from flageval.datasets.files import read_csv, read_jsonl
 from flageval.datasets.mmlu import HEADER as MMLU_HEADER
 from flageval.datasets.mmlu import doc_to_text as mmlu_text
 from flageval.mock_model.answerer import Answerer, intends_correct
+from flageval.mock_model.answers_ev import EV_DATASETS, intended_accuracy_ev
 
 LETTERS = "ABCD"
 _MMLU_SUBJECT = re.compile(r"about (.+?)\.\n\n")
@@ -66,6 +67,9 @@ class BenchmarkAnswerer:
             from flageval.mock_model.answers_mm import MathVisionAnswerer
 
             self.mathvision = MathVisionAnswerer(data_dir, accuracy, seed) or None
+        from flageval.mock_model.answers_ev import EVAnswerer
+
+        self.ev = EVAnswerer(data_dir, accuracy, seed) or None  # embodied questions, when their files are there
 
     def right(self, key: str) -> bool:
         return intends_correct(key, self.accuracy, self.seed)
@@ -106,6 +110,10 @@ class BenchmarkAnswerer:
             found_mm = self.mathvision.recognise(messages)
             if found_mm:
                 return found_mm
+        if self.ev is not None:
+            found_ev = self.ev.recognise(messages, body)
+            if found_ev:
+                return found_ev
         text = _last_user_text(messages)
         system = next((str(m.get("content")) for m in messages if m.get("role") == "system"), "")
         found = self._mmlu(text, system)
@@ -170,6 +178,8 @@ def intended_accuracy(dataset: str, data_dir: Path, accuracy: float, seed: int, 
         from flageval.mock_model.answers_mm import intended_accuracy_mm
 
         return intended_accuracy_mm(Path(data_dir), accuracy, seed, limit)
+    elif dataset in EV_DATASETS:
+        return intended_accuracy_ev(dataset, Path(data_dir), accuracy, seed, limit)
     else:
         raise ValueError(f"no intended accuracy for {dataset}")
     return round(100.0 * sum(intends_correct(k, accuracy, seed) for k in keys) / len(keys), 2)

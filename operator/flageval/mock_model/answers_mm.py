@@ -76,6 +76,39 @@ def wrong_answer(target: str, multiple_choice: bool) -> str:
         step += 1
 
 
+def sent_picture(part: dict[str, Any]) -> tuple[Any, str | None]:
+    """(decoded PIL picture, fault) of one image content part."""
+    from PIL import Image
+
+    url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+    if not isinstance(url, str):
+        return None, "no url"
+    try:
+        _, data = decode_data_url(url)
+    except ValueError:
+        return None, "not a data URL"
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img, None
+    except Exception:  # noqa: BLE001 - whatever the bytes are, they are not a picture
+        return None, "undecodable"
+
+
+def sent_picture_size(part: dict[str, Any]) -> tuple[tuple[int, int] | None, str | None]:
+    """(decoded size, fault) of one image content part."""
+    img, fault = sent_picture(part)
+    return (img.size if img is not None else None), fault
+
+
+def user_content(messages: list[dict[str, Any]]) -> Any:
+    """The content of the last user message."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message.get("content")
+    return None
+
+
 @dataclass(frozen=True)
 class _Problem:
     id: str
@@ -118,31 +151,6 @@ class MathVisionAnswerer:
                 self._sizes[path] = None
         return self._sizes[path]
 
-    @staticmethod
-    def _user_content(messages: list[dict[str, Any]]) -> Any:
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "user":
-                return message.get("content")
-        return None
-
-    def _sent_size(self, part: dict[str, Any]) -> tuple[tuple[int, int] | None, str | None]:
-        """(decoded size, fault) of one image part."""
-        from PIL import Image
-
-        url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
-        if not isinstance(url, str):
-            return None, "no url"
-        try:
-            _, data = decode_data_url(url)
-        except ValueError:
-            return None, "not a data URL"
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                return img.size, None
-        except Exception:  # noqa: BLE001 - whatever the bytes are, they are not a picture
-            return None, "undecodable"
-
     def image_fault(self, problem: _Problem, content: Any) -> str | None:
         """Why the request does not carry the problem's picture in its place (None: it does)."""
         if not isinstance(content, list):
@@ -156,7 +164,7 @@ class MathVisionAnswerer:
         for part in content:
             if part.get("type") != "image_url":
                 continue
-            size, fault = self._sent_size(part)
+            size, fault = sent_picture_size(part)
             if fault:
                 return fault
             if size != expected:
@@ -165,7 +173,7 @@ class MathVisionAnswerer:
 
     def recognise(self, messages: list[dict[str, Any]]) -> tuple[str, str] | None:
         """(sample key, answer) for a MathVision request; None when the text is no known problem."""
-        content = self._user_content(messages)
+        content = user_content(messages)
         if isinstance(content, list):
             text = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
         else:
@@ -220,4 +228,4 @@ def intended_accuracy_mm(data_dir: Path, accuracy: float, seed: int = 0, limit: 
 
 
 __all__ = ["CANNOT_SEE", "MathVisionAnswerer", "WithMathVision", "boxed_reply", "intended_accuracy_mm",
-           "problem_key", "with_mathvision", "wrong_answer"]
+           "problem_key", "sent_picture", "sent_picture_size", "user_content", "with_mathvision", "wrong_answer"]

@@ -447,7 +447,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self.parser
         assert parser is not None
-        self.in_head = True
+        # The next head starts in this read at the earliest: not counted, as the rest of this read is body.
+        self.in_head = self.head_started_here = True
         upgrade = parser.should_upgrade()
         if upgrade and ("content-length" in self.headers or "transfer-encoding" in self.headers):
             # llhttp hands the body of an upgrade request over unparsed: refuse rather than answer without it.
