@@ -197,6 +197,7 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
         accuracy=metrics.get("accuracy"),
         metrics=metrics,
         n_samples=total,
+        n_done=len(records),
         n_failed=len(failed),
         progress=f"{len(records)}/{total}",
         message=message,

@@ -41,7 +41,7 @@ if step == "config":
     sys.exit(2)
 status = Status(step)
 write_result(run_paths(output, dataset), DatasetResult(dataset=dataset, status=status, accuracy=50.0 if step == "S" else None,
-             n_samples=10, progress="10/10" if step == "S" else "7/10", message="3 of 10 samples failed" if step == "OOR" else ""))
+             n_samples=10, n_done=10 if step == "S" else 7, progress="10/10" if step == "S" else "7/10", message="3 of 10 samples failed" if step == "OOR" else ""))
 sys.exit(0 if step == "S" else 1)
 '''
 

@@ -88,8 +88,9 @@ class DatasetResult(BaseModel):
     accuracy: float | None = Field(default=None, description="Headline accuracy in percent.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Every reported metric, in percent.")
     n_samples: int = 0
+    n_done: int = Field(default=0, description="Samples finished: scored, or failed after every retry.")
     n_failed: int = 0
-    progress: str = ""
+    progress: str = Field(default="", description="n_done/n_samples, for people to read.")
     message: str = ""
 
 

@@ -37,11 +37,10 @@ class DatasetView:
     base_accuracy: float | None = None
     diff: float | None = None
     message: str = ""
-    progress_text: str = ""  # when the backend only has "done/total" as text
 
     @property
     def progress(self) -> str:
-        return self.progress_text or f"{self.done}/{self.total}"
+        return f"{self.done}/{self.total}"
 
 
 @dataclass

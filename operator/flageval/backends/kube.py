@@ -8,6 +8,7 @@ API keys go into a Secret the Evaluation owns (deleted with it) and are referenc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,15 +20,17 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
-from flageval.api import DEFAULT_CHIP, Status, format_validation_error
+from flageval.api import Status, format_validation_error
 from flageval.api.evaluation import (
     API_VERSION,
     GROUP,
     KIND,
     PLURAL,
     VERSION,
+    DatasetDetail,
     EvalInfoSpec,
     EvaluationSpec,
+    EvaluationStatus,
     Phase,
     SecretKeyRef,
 )
@@ -57,11 +60,6 @@ class KubeSettings:
     tolerance: float = 0.5
     limit: int | None = None  # cap on samples per dataset for every evaluation (smoke deployments)
     cache_seconds: float = 1.0  # answers for one evaluation are read at most this often (many clients poll)
-
-
-def _ratio(text: str) -> tuple[int, int]:
-    done, _, total = (text or "").partition("/")
-    return (int(done) if done.isdigit() else 0, int(total) if total.isdigit() else 0)
 
 
 def secret_name(request_id: str) -> str:
@@ -239,55 +237,48 @@ class KubeBackend:
     # -- status → view ----------------------------------------------------------------------------
 
     def _view(self, body: dict[str, Any], datasets: list[str] | None = None) -> EvaluationView:
-        spec_body = body.get("spec") or {}
-        status = body.get("status") or {}
-        suspended = bool(spec_body.get("suspend"))
-        results = {r.get("evalModel"): r for r in status.get("evalResults") or []}
+        name = body["metadata"]["name"]
+        try:
+            spec = EvaluationSpec.model_validate(body.get("spec") or {})
+            status = EvaluationStatus.model_validate(body.get("status") or {})
+        except ValidationError as exc:
+            raise BackendError(f"cannot read evaluation {name}: {format_validation_error(exc)}") from None
+        results = {r.eval_model: r for r in status.eval_results}
         if datasets is None:
-            datasets = _datasets_of(spec_body)
+            datasets = _datasets_of(spec)
         services = []
-        for info in spec_body.get("evalInfos") or []:
-            name = info.get("evalModel", "")
-            result = results.get(name)
-            if result and result.get("details"):
-                details = [_dataset(d) for d in result["details"]]
+        for info in spec.eval_infos:
+            result = results.get(info.eval_model)
+            if result is not None and result.details:
+                details = [_dataset(d) for d in result.details]
             else:  # not reconciled yet
-                waiting = Status.CANCELLED if suspended else Status.PENDING
+                waiting = Status.CANCELLED if spec.suspend else Status.PENDING
                 details = [DatasetView(dataset=ds, status=waiting) for ds in datasets]
-            services.append(ServiceView(
-                eval_model=name, chip=info.get("chip", DEFAULT_CHIP), baseline_key=info.get("baseModelName") or info.get("model", ""),
-                datasets=details, release=bool(result and result.get("release")),
-            ))
-        return EvaluationView(request_id=body["metadata"]["name"], domain=spec_body.get("domain", "NLP"), services=services,
-                              suspended=suspended, message=status.get("message", ""))
+            services.append(ServiceView(eval_model=info.eval_model, chip=info.chip, baseline_key=info.baseline_key,
+                                        datasets=details, release=result is not None and result.release))
+        return EvaluationView(request_id=name, domain=spec.domain.value, services=services, suspended=spec.suspend,
+                              message=status.message)
 
 
-def _dataset(detail: dict[str, Any]) -> DatasetView:
-    done, total = _ratio(detail.get("progress", ""))
-    try:
-        status = Status(detail.get("status", "P"))
-    except ValueError:
-        status = Status.PENDING
-    return DatasetView(dataset=detail.get("dataset", ""), status=status, done=done, total=total, accuracy=detail.get("accuracy"),
-                       base_accuracy=detail.get("baseAccuracy"), diff=detail.get("diff"), message=detail.get("message", ""),
-                       progress_text=detail.get("progress", ""))
+def _dataset(detail: DatasetDetail) -> DatasetView:
+    return DatasetView(dataset=detail.dataset, status=detail.status, done=detail.done, total=detail.total, accuracy=detail.accuracy,
+                       base_accuracy=detail.base_accuracy, diff=detail.diff, message=detail.message)
 
 
-def _datasets_of(spec_body: dict[str, Any]) -> list[str]:
+def _datasets_of(spec: EvaluationSpec) -> list[str]:
+    # Not at the top: see shim.routes.start_evaluation.
     from flageval.datasets import DatasetError, suite
 
-    if spec_body.get("datasets"):
-        return list(spec_body["datasets"])
+    if spec.datasets:
+        return list(spec.datasets)
     try:
-        return suite(spec_body.get("domain", "NLP"), spec_body.get("mode"))
+        return suite(spec.domain.value, spec.mode)
     except DatasetError:
         return []
 
 
 def _reason(exc: ApiException) -> str:
     """The API server's message (e.g. a CEL rule), not the whole response."""
-    import json
-
     try:
         return json.loads(exc.body).get("message", exc.reason)
     except (TypeError, ValueError):

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from flageval.api import DatasetResult, EvalInfo, Progress, Status
 from flageval.api.rest import EvaluationRequest
 from flageval.api.results import overall_status
@@ -69,8 +71,9 @@ class LocalSettings:
     runner_env: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class Task:
+class Task(BaseModel):
+    """One (service, dataset) run as state.json keeps it."""
+
     eval_model: str
     dataset: str
     status: Status = Status.PENDING
@@ -81,32 +84,21 @@ class Task:
     done: int = 0
     total: int = 0
     crashes: int = 0
-    # not persisted
-    stopping: bool = False
+    stopping: bool = Field(default=False, exclude=True)  # SIGTERM sent by stop; not kept across servers
 
     @property
     def key(self) -> str:
         return f"{self.eval_model}/{self.dataset}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"eval_model": self.eval_model, "dataset": self.dataset, "status": self.status.value, "attempts": self.attempts,
-                "message": self.message, "pid": self.pid, "accuracy": self.accuracy, "done": self.done, "total": self.total, "crashes": self.crashes}
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Task:
-        return cls(eval_model=data["eval_model"], dataset=data["dataset"], status=Status(data["status"]),
-                   attempts=int(data.get("attempts", 0)), message=data.get("message", ""), pid=data.get("pid"),
-                   accuracy=data.get("accuracy"), done=int(data.get("done", 0)), total=int(data.get("total", 0)),
-                   crashes=int(data.get("crashes", 0)))
+class LocalEvaluation(BaseModel):
+    """One request as <state>/evaluations/<request_id>/state.json keeps it."""
 
-
-@dataclass
-class LocalEvaluation:
     request_id: str
     created: float
     request: dict[str, Any]  # EvaluationRequest without api keys
     datasets: list[str]
-    limit: int | None
+    limit: int | None = None
     tasks: list[Task]
     suspended: bool = False
 
@@ -119,16 +111,6 @@ class LocalEvaluation:
 
     def task(self, key: str) -> Task:
         return next(t for t in self.tasks if t.key == key)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "created": self.created, "request": self.request, "datasets": self.datasets,
-                "limit": self.limit, "suspended": self.suspended, "tasks": [t.to_json() for t in self.tasks]}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LocalEvaluation:
-        return cls(request_id=data["request_id"], created=float(data["created"]), request=data["request"],
-                   datasets=list(data["datasets"]), limit=data.get("limit"), suspended=bool(data.get("suspended")),
-                   tasks=[Task.from_json(t) for t in data["tasks"]])
 
     @property
     def finished(self) -> bool:
@@ -222,7 +204,7 @@ class LocalBackend:
         return self._dir(request_id) / "logs" / f"{task.eval_model}.{task.dataset}.log"
 
     def _save(self, evaluation: LocalEvaluation) -> None:
-        _write_atomic(self._dir(evaluation.request_id) / "state.json", json.dumps(evaluation.to_json(), indent=1) + "\n")
+        _write_atomic(self._dir(evaluation.request_id) / "state.json", evaluation.model_dump_json(indent=1) + "\n")
 
     def _keys(self, request_id: str) -> dict[str, str]:
         try:
@@ -246,8 +228,8 @@ class LocalBackend:
         loaded = []
         for path in (self.root / "evaluations").glob("*/state.json"):
             try:
-                loaded.append(LocalEvaluation.from_json(json.loads(path.read_text())))
-            except (OSError, ValueError, KeyError) as exc:
+                loaded.append(LocalEvaluation.model_validate_json(path.read_text()))
+            except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
                 log.error("skipping unreadable %s: %s", path, exc)
         for evaluation in sorted(loaded, key=lambda e: e.created):
             self.evaluations[evaluation.request_id] = evaluation
@@ -324,7 +306,7 @@ class LocalBackend:
             request=body,
             datasets=datasets,
             limit=min(limits) if limits else None,
-            tasks=[Task(info.eval_model, ds) for info in request.eval_infos for ds in datasets],
+            tasks=[Task(eval_model=info.eval_model, dataset=ds) for info in request.eval_infos for ds in datasets],
         )
         directory = self._dir(request_id)
         directory.mkdir(parents=True, mode=0o700)
@@ -572,9 +554,7 @@ class LocalBackend:
         if result is None:
             return False
         task.status, task.accuracy, task.message = result.status, result.accuracy, result.message
-        done, _, total = result.progress.partition("/")
-        task.done = int(done) if done.isdigit() else 0
-        task.total = int(total) if total.isdigit() else result.n_samples
+        task.done, task.total = result.n_done, result.n_samples
         return True
 
     def _log_error(self, evaluation: LocalEvaluation, task: Task) -> str:

@@ -83,36 +83,40 @@ def _seconds_between(earlier: str, later: str) -> float:
         return float("inf")
 
 
+def _counts(done: int, total: int) -> dict[str, Any]:
+    return {"done": done, "total": total, "progress": f"{done}/{total}"}
+
+
 def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskResult | None, suspend: bool, waiting: str,
                     now: str) -> DatasetDetail:
-    progress = report.progress.text if report and report.progress else ""
+    running = _counts(report.progress.done, report.progress.total) if report and report.progress else {}
     outcome = report.result if report else None
+    final = _counts(outcome.n_done, outcome.n_samples) if outcome is not None and outcome.n_samples else running
     if job is None:
         return DatasetDetail(dataset=dataset, status=Status.CANCELLED if suspend else Status.PENDING,
                              message="" if suspend else waiting or "waiting for a free slot")
     if job.complete:
         # S only with the runner's own successful result, which carries the accuracy.
         if outcome is not None and outcome.status == Status.SUCCESS and outcome.accuracy is not None:
-            return DatasetDetail(dataset=dataset, status=Status.SUCCESS, progress=outcome.progress or progress, accuracy=outcome.accuracy)
+            return DatasetDetail(dataset=dataset, status=Status.SUCCESS, accuracy=outcome.accuracy, **final)
         if outcome is None and _seconds_between(job.completed_at, now) < RESULT_GRACE_SECONDS:
             # A runner exits 0 only once its result is accepted; its watch event may trail the Job's.
-            return DatasetDetail(dataset=dataset, status=Status.RUNNING, progress=progress, message="Job complete; reading its result")
+            return DatasetDetail(dataset=dataset, status=Status.RUNNING, message="Job complete; reading its result", **running)
         said = f"{outcome.status.value} without an accuracy" if outcome is not None else "no result"
-        return DatasetDetail(dataset=dataset, status=Status.OUT_OF_RETRIES, progress=progress,
-                             message=f"the runner's Job completed but its runner reported {said}")
+        return DatasetDetail(dataset=dataset, status=Status.OUT_OF_RETRIES,
+                             message=f"the runner's Job completed but its runner reported {said}", **running)
     if job.failed:
         if outcome is not None and outcome.status in (Status.FAILURE, Status.OUT_OF_RETRIES):
-            return DatasetDetail(dataset=dataset, status=outcome.status, progress=outcome.progress or progress,
-                                 accuracy=outcome.accuracy, message=outcome.message)
+            return DatasetDetail(dataset=dataset, status=outcome.status, accuracy=outcome.accuracy, message=outcome.message, **final)
         status = Status.FAILURE if job.reason == "PodFailurePolicy" else Status.OUT_OF_RETRIES
         message = f"{job.reason}: {job.message}".strip(": ")
         if outcome is None:  # its pods' log says why: a crash, or a report the API server refused or never took
             message += "; no result was reported (see the runner pod's log)"
-        return DatasetDetail(dataset=dataset, status=status, progress=progress, message=message)
+        return DatasetDetail(dataset=dataset, status=status, message=message, **running)
     if job.suspended:
-        return DatasetDetail(dataset=dataset, status=Status.CANCELLED, progress=progress)
+        return DatasetDetail(dataset=dataset, status=Status.CANCELLED, **running)
     if report is not None:  # the runner has started
-        return DatasetDetail(dataset=dataset, status=Status.RUNNING, progress=progress)
+        return DatasetDetail(dataset=dataset, status=Status.RUNNING, **running)
     # Not started: `waiting` says why when that is known (a pod that cannot be scheduled or configured, a
     # Job the server refused).
     if job.active:
