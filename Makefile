@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test cluster-up cluster-down crds bench lint
 
-# Reinstall whenever pyproject.toml changes.
+# Reinstall whenever pyproject.toml changes. A virtualenv left half-made (python but no pip, an
+# interrupted first run) is made again.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
