@@ -125,6 +125,18 @@ def node_agent(control_plane, kube) -> Iterator[ControlPlane]:
         hack("node-agent", "stop", env=control_plane.env)
 
 
+@pytest.fixture(scope="module")
+def kueue(control_plane, kube) -> Iterator[ControlPlane]:
+    """Kueue (hack/control-plane kueue) on the session's control plane for one test module: its CRDs, its
+    manager, its webhooks. Stopped afterwards, webhooks first, so that other modules' Jobs do not meet them."""
+    hack("control-plane", "kueue", env=control_plane.env)
+    try:
+        wait_for(lambda: kube.apiext.read_custom_resource_definition("workloads.kueue.x-k8s.io"), 30, "the Workload CRD")
+        yield control_plane
+    finally:
+        hack("control-plane", "kueue-down", env=control_plane.env)
+
+
 @pytest.fixture
 def namespace(kube, node_agent) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
