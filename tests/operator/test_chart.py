@@ -119,6 +119,8 @@ def test_chart_metadata_and_helm_lint(helm, tmp_path):
     (["shim.replica=2"], "replica"),
     (["runner.backoffLimit=three"], "backoffLimit"),                     # wrong types
     (["runner.maxRunningJobs=0"], "maxRunningJobs"),
+    (["kueue.queueName=Team_GPUs"], "queueName"),
+    (["kueue.enable=true"], "enable"),
     (["metrics.enabled=yes"], "enabled"),
     (["operator.logFormat=xml"], "logFormat"),
     (["results.accessModes[0]=ReadWriteAll"], "accessModes"),
@@ -287,6 +289,21 @@ def test_operator_rbac_is_least_privilege(helm):
         assert binding["roleRef"]["name"] == name and binding["subjects"] == [{"kind": "ServiceAccount", "name": "fe-operator", "namespace": "flageval"}]
     # The runner ServiceAccount and RoleBinding made by hand: no rights on them.
     assert grants(find(render(helm, "runner.manageRBAC=false"), "ClusterRole", "fe-operator")["rules"]) == OPERATOR_GRANTS
+
+KUEUE_GRANTS = {("kueue.x-k8s.io", "workloads", "list"), ("kueue.x-k8s.io", "workloads", "watch"), ("kueue.x-k8s.io", "workloads", "patch"),
+                ("kueue.x-k8s.io", "localqueues", "list"), ("kueue.x-k8s.io", "localqueues", "watch")}
+
+
+def test_kueue_values_set_the_operator_and_its_rights_on_workloads(helm, monkeypatch):
+    docs = render(helm, "kueue.enabled=true", "kueue.queueName=team-gpus")
+    s = settings_from(operator_container(docs), monkeypatch)
+    assert (s.kueue_enabled, s.kueue_queue_name, s.max_running_jobs, s.running_cap) == (True, "team-gpus", None, float("inf"))
+    assert grants(find(docs, "ClusterRole", "fe-operator")["rules"]) == OPERATOR_GRANTS | RUNNER_RBAC_GRANTS | KUEUE_GRANTS
+    # Caps set beside Kueue still apply; without Kueue the defaults are the operator's own.
+    s = settings_from(operator_container(render(helm, "kueue.enabled=true", "runner.maxRunningJobs=5")), monkeypatch)
+    assert (s.running_cap, s.running_cap_per_evaluation) == (5, float("inf"))
+    s = settings_from(operator_container(render(helm)), monkeypatch)
+    assert (s.kueue_enabled, s.running_cap, s.running_cap_per_evaluation) == (False, 64, 8)
     # Given namespaces: the in-namespace rights through a RoleBinding in each; kopf lists and watches namespaces.
     scoped = render(helm, "watchNamespaces[0]=evals", "watchNamespaces[1]=team-b")
     assert not [d for d in scoped if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"] == "fe-operator"]

@@ -54,6 +54,7 @@ def test_only_suspend_changes_after_creation(kube, namespace, crds):
     assert patched["spec"]["suspend"] is True
     for change, rule in (({"datasets": ["mmlu"]}, "datasets is immutable"), ({"limit": 6}, "limit is immutable"),
                          ({"mode": "gsm8k"}, "mode is immutable"), ({"domain": "MM"}, "domain is immutable"),
+                         ({"queueName": "team-gpus"}, "queueName is immutable"),
                          ({"evalInfos": [{"evalModel": "x", "model": "m", "evalUrl": "http://h:1/v1/completions"}]}, "evalInfos is immutable")):
         with pytest.raises(ApiException) as caught:
             kube.custom.patch_namespaced_custom_object(G, V, namespace, P, "ev", {"spec": change})

@@ -117,7 +117,7 @@ class EvalInfoSpec(ServiceNames, CamelModel):
         return EvalInfo.model_validate({**fields, "api_key": api_key})
 
 
-_IMMUTABLE = ("domain", "mode", "datasets", "limit", "region", "evalInfos", "taskConfigMaps", "allowCodeExecution")
+_IMMUTABLE = ("domain", "mode", "datasets", "limit", "region", "queueName", "evalInfos", "taskConfigMaps", "allowCodeExecution")
 
 
 def _immutable(field: str) -> dict[str, Any]:
@@ -154,6 +154,10 @@ class EvaluationSpec(CamelModel):
     )
     region: str = Field(default="bj", min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
                         description="Region whose nodes run the Jobs (matched against the region node label), e.g. bj or sz.")
+    queue_name: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$",
+        description="With Kueue: the LocalQueue of this namespace the runner Jobs queue in; unset: the operator's (chart value kueue.queueName).",
+    )
     special_event: str = Field(default="", max_length=253, description="Free-form tag of the occasion (FlagEval's special_event).")
     user_id: str = Field(default="", max_length=253, description="Who asked for the evaluation (FlagEval's user_id).")
     suspend: bool = Field(default=False, description="true stops every running dataset (Jobs suspended, pods removed); false resumes from the last finished sample.")

@@ -22,6 +22,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "flageval-operator", "app.kubernet
 CONTAINER = "runner"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 TASKS_MOUNT = "/etc/flageval/tasks"  # one folder per ConfigMap of spec.taskConfigMaps
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"  # Kueue manages a Job with this label, in that LocalQueue
 
 
 def datasets_of(spec: EvaluationSpec) -> list[str]:
@@ -51,6 +52,11 @@ def results_dir(settings: Settings, namespace: str, evaluation: str, uid: str, e
 def job_labels(settings: Settings, evaluation: str, info: EvalInfoSpec, dataset: str, region: str) -> dict[str, str]:
     return {**MANAGED_BY, LABEL_EVALUATION: evaluation, LABEL_EVAL_MODEL: info.eval_model, LABEL_DATASET: dataset,
             settings.vendor_label: info.chip_vendor, settings.region_label: region}
+
+
+def queue_of(spec: EvaluationSpec, settings: Settings) -> str | None:
+    """The Kueue LocalQueue the Evaluation's Jobs queue in; None without Kueue."""
+    return (spec.queue_name or settings.kueue_queue_name) if settings.kueue_enabled else None
 
 
 def _api_key_env(info: EvalInfoSpec) -> dict[str, Any]:
@@ -83,6 +89,8 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
     if spec.allow_code_execution:
         command += ["--allow-code-execution"]
 
+    queue = queue_of(spec, settings)
+    job_meta_labels = {**labels, LABEL_QUEUE: queue} if queue else labels
     # The runner's task result is owned (garbage-collected with the Evaluation) but not controlled.
     report_meta = {"labels": labels, "ownerReferences": [kopf.build_owner_reference(evaluation, controller=False, block_owner_deletion=False)]}
     env = [
@@ -140,12 +148,14 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": job_meta_labels},
         "spec": {
             "backoffLimit": settings.backoff_limit,
             "completions": 1,
             "parallelism": 1,
-            "suspend": spec.suspend,
+            # Queued, a Job starts suspended: Kueue resumes it once admitted (its webhook, when
+            # registered, would do the same).
+            "suspend": True if queue else spec.suspend,
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_CONFIG]}},
                 # A pod stopped by suspend, eviction or preemption is no failure of the run.

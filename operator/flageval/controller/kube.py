@@ -15,6 +15,9 @@ from kubernetes.client.rest import ApiException
 
 from flageval.api.evaluation import GROUP, PLURAL, VERSION
 from flageval.controller.jobs import LABEL_EVALUATION, runner_access
+from flageval.controller.kueue import GROUP as KUEUE_GROUP
+from flageval.controller.kueue import VERSION as KUEUE_VERSION
+from flageval.controller.kueue import WORKLOADS
 from flageval.controller.settings import Settings
 
 log = logging.getLogger("flageval.operator")
@@ -63,6 +66,11 @@ class KubeApi:
 
     async def suspend_job(self, namespace: str, name: str, suspend: bool) -> None:
         await asyncio.to_thread(self.batch.patch_namespaced_job, name, namespace, {"spec": {"suspend": suspend}})
+
+    async def activate_workload(self, namespace: str, name: str, active: bool) -> None:
+        """Have Kueue run or stop a queued Job through its Workload (Kueue owns the Job's suspend)."""
+        await asyncio.to_thread(self.custom.patch_namespaced_custom_object, KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS, name,
+                                {"spec": {"active": active}})
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """The Evaluation as patched. Raises ApiException (404 when it is gone)."""

@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError
 from flageval.api.evaluation import Phase
 from flageval.controller.jobs import LABEL_DATASET, LABEL_EVAL_MODEL, LABEL_EVALUATION
 from flageval.controller.kube import api_status, now_text
+from flageval.controller.kueue import Workloads
 from flageval.controller.reconcile import (
     EvaluationState,
     Key,
@@ -47,6 +48,7 @@ class Api(Protocol):
 
     async def create_job(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]: ...
     async def suspend_job(self, namespace: str, name: str, suspend: bool) -> None: ...
+    async def activate_workload(self, namespace: str, name: str, active: bool) -> None: ...
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
     async def runner_pods(self, namespace: str) -> list[dict[str, Any]]: ...
     async def post_event(self, body: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None: ...
@@ -72,6 +74,7 @@ class Controller:
         self.pods_looked_at: dict[str, float] = {}
         self.looking_at_pods: set[str] = set()
         self.access_refused: set[str] = set()  # namespaces where the runner's access could not be made
+        self.workloads = Workloads()  # with Kueue on: the queued Jobs' Workloads (kueue.register fills it)
         self.task: asyncio.Task | None = None
 
     # -- what the watches show -----------------------------------------------------------------------
@@ -184,6 +187,11 @@ class Controller:
             except BaseException:
                 state.suspending.pop(name, None)
                 raise
+        for name, active in actions.activate.items():
+            workload = self.workloads.to_activate(namespace, name, active)
+            if workload is not None:
+                await self.api.activate_workload(namespace, workload, active)
+                self.workloads.activated(namespace, name, active)
         if actions.runner_access:
             refused = await self.api.ensure_runner_access(namespace)
             if refused:  # a runner could never report: none starts; tried again at every resync
@@ -304,8 +312,12 @@ class Controller:
             return None
         namespace, name = key
         notes = {job: note for (evaluation, job), note in self.pod_notes.get(namespace, {}).items() if evaluation == name}
+        jobs = self.view(key)
+        for job in jobs.values():
+            if job.queue and job.suspended and not job.finished:  # waits for Kueue: say why, in its words
+                notes.setdefault(job.name, self.workloads.waiting(namespace, job.name, job.queue))
         others = [s.body for (ns, n), s in self.evaluations.items() if ns == namespace and n != name]
-        return desired_status(state, self.view(key), self.reports.get(key, ()), others, ReportsOf(self.reports, namespace), notes, now_text(),
+        return desired_status(state, jobs, self.reports.get(key, ()), others, ReportsOf(self.reports, namespace), notes, now_text(),
                               self.url_policy)
 
     async def patch_status(self, state: EvaluationState) -> None:

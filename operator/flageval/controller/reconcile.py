@@ -63,6 +63,7 @@ class Actions:
     """What one look at an Evaluation decided."""
 
     suspend: dict[str, bool] = field(default_factory=dict)  # Job → spec.suspend to set
+    activate: dict[str, bool] = field(default_factory=dict)  # queued Job → its Kueue Workload's spec.active
     runner_access: bool = False  # the namespace needs the runner's ServiceAccount before Jobs are created
     create: list[dict[str, Any]] = field(default_factory=list)  # manifests to create now, within the caps
     patch_status: bool = False  # the status may be written now
@@ -112,7 +113,11 @@ def reconcile(state: EvaluationState, jobs: Mapping[str, JobState], reported: se
     spec, manifests = spec_and_manifests(state, settings)
     actions = Actions()
     for name, job in jobs.items():
-        if name not in state.creating and not job.finished and job.suspended != spec.suspend:
+        if name in state.creating or job.finished:
+            continue
+        if job.queue:  # Kueue owns its suspend: it is stopped and resumed through its Workload
+            actions.activate[name] = not spec.suspend
+        elif job.suspended != spec.suspend:
             actions.suspend[name] = spec.suspend
 
     waiting: dict[Task, str] = {}
@@ -126,9 +131,9 @@ def reconcile(state: EvaluationState, jobs: Mapping[str, JobState], reported: se
             error = state.create_errors.get(name)
             if error:
                 waiting[task] = f"Job not created yet: {error[1]}"
-            if running_mine >= settings.max_running_jobs_per_evaluation or running_all >= settings.max_running_jobs:
-                waiting[task] = (f"waiting for a free slot ({running_mine}/{settings.max_running_jobs_per_evaluation} running in this Evaluation, "
-                                 f"{running_all}/{settings.max_running_jobs} in the cluster)")
+            if running_mine >= settings.running_cap_per_evaluation or running_all >= settings.running_cap:
+                waiting[task] = (f"waiting for a free slot ({running_mine}/{settings.running_cap_per_evaluation:g} running in this Evaluation, "
+                                 f"{running_all}/{settings.running_cap:g} in the cluster)")
                 continue
             actions.create.append(manifest)
             running_mine += 1

@@ -24,6 +24,13 @@ def run_operator(argv: list[str]) -> int:
     from prometheus_client import start_http_server
 
     from flageval.controller import handlers  # noqa: F401  (registers the handlers)
+    from flageval.controller.settings import Settings
+
+    if Settings().kueue_enabled:
+        from flageval.controller import kueue
+        from flageval.controller.jobs import LABEL_EVALUATION, LABEL_QUEUE
+
+        kueue.register(evaluation_label=LABEL_EVALUATION, queue_label=LABEL_QUEUE)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)

@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     )
 
     backoff_limit: int = Field(default=3, ge=0, description="Retries of a failed runner Job before its dataset is OOR.")
-    max_running_jobs: int = Field(default=64, ge=1, description="Runner Jobs running at once, cluster-wide.")
-    max_running_jobs_per_evaluation: int = Field(default=8, ge=1, description="Runner Jobs running at once for one Evaluation.")
+    # Unset: 64 and 8, or no cap of the operator's own when Kueue admits the Jobs.
+    max_running_jobs: int | None = Field(default=None, ge=1, description="Runner Jobs running at once, cluster-wide.")
+    max_running_jobs_per_evaluation: int | None = Field(default=None, ge=1, description="Runner Jobs running at once for one Evaluation.")
     status_interval: float = Field(default=2.0, gt=0, description="At most one status patch per Evaluation this often (seconds).")
     resync_interval: float = Field(default=30.0, gt=0, description="Evaluations are re-examined at least this often (seconds).")
     termination_grace_seconds: int = 30
@@ -50,3 +51,28 @@ class Settings(BaseSettings):
     @property
     def url_policy(self) -> UrlPolicy:
         return UrlPolicy.parse(self.url_allow, self.url_deny)
+
+    kueue_enabled: bool = Field(default=False, description="Runner Jobs queue in a Kueue LocalQueue and run once Kueue admits them.")
+    kueue_queue_name: str = Field(default="flageval", min_length=1, max_length=63,
+                                  description="The LocalQueue (in each Evaluation's namespace) unless the Evaluation names one.")
+
+    @field_validator("max_running_jobs", "max_running_jobs_per_evaluation", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def running_cap(self) -> float:
+        """Runner Jobs running at once, cluster-wide (inf: no cap)."""
+        return _cap(self.max_running_jobs, 64, self.kueue_enabled)
+
+    @property
+    def running_cap_per_evaluation(self) -> float:
+        return _cap(self.max_running_jobs_per_evaluation, 8, self.kueue_enabled)
+
+
+def _cap(value: int | None, default: int, kueue: bool) -> float:
+    # Kueue's quotas decide what runs; the operator's caps would only second-guess them.
+    if value is not None:
+        return value
+    return float("inf") if kueue else default

@@ -26,6 +26,7 @@ from flageval.baseline import Candidate, choose_baseline
 from flageval.controller.jobs import (
     LABEL_DATASET,
     LABEL_EVAL_MODEL,
+    LABEL_QUEUE,
     datasets_of,
     refused_urls,
 )
@@ -40,6 +41,7 @@ RESULT_GRACE_SECONDS = 30.0  # a Complete Job's result not seen after this long 
 class JobState:
     name: str
     suspended: bool = False
+    queue: str = ""  # the Kueue LocalQueue, when Kueue decides when it runs
     active: int = 0
     complete: bool = False
     failed: bool = False
@@ -66,6 +68,7 @@ class JobState:
         return cls(
             name=job["metadata"]["name"],
             suspended=bool((job.get("spec") or {}).get("suspend")),
+            queue=(job["metadata"].get("labels") or {}).get(LABEL_QUEUE, ""),
             active=int(status.get("active") or 0),
             complete="Complete" in conditions,
             failed="Failed" in conditions,
@@ -114,6 +117,8 @@ def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskRe
             message += "; no result was reported (see the runner pod's log)"
         return DatasetDetail(dataset=dataset, status=status, message=message, **running)
     if job.suspended:
+        if job.queue and not suspend:  # Kueue has not admitted it (yet, or again after a preemption)
+            return DatasetDetail(dataset=dataset, status=Status.PENDING, message=waiting or "waiting for Kueue admission", **running)
         return DatasetDetail(dataset=dataset, status=Status.CANCELLED, **running)
     if report is not None:  # the runner has started
         return DatasetDetail(dataset=dataset, status=Status.RUNNING, **running)
