@@ -3,6 +3,8 @@ quota, and Jobs outside its queues left alone."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes.client.rest import ApiException
 from support.cluster import wait_for
@@ -75,4 +77,6 @@ def test_kueue_refuses_a_malformed_queue_name(kube, kueue, namespace):
     # Its validating webhook answers: the API server calls it by URL with the local CA.
     with pytest.raises(ApiException) as refused:
         kube.batch.create_namespaced_job(namespace, queued_job("bad", "true", "Not_A_Name"))
-    assert refused.value.status in (400, 422) and "queue-name" in refused.value.body
+    message = json.loads(refused.value.body)["message"]
+    assert refused.value.status == 403 and message.startswith('admission webhook "vjob.kb.io" denied the request'), message
+    assert "kueue.x-k8s.io/queue-name" in message and "Not_A_Name" in message
