@@ -35,7 +35,8 @@ def evaluation(name="ev", ns="team", **spec):
             "spec": {"evalInfos": infos, "datasets": ["gsm8k", "mmlu"], "limit": 5, **spec}}
 
 
-def test_one_job_per_service_and_dataset_with_placement_and_owner():
+def test_one_job_per_service_and_dataset_with_placement_and_owner(monkeypatch):
+    monkeypatch.delenv("FLAGEVAL_DATA_DIR", raising=False)  # Settings reads it: the runner's command would gain --data-dir
     jobs = build_jobs(evaluation(), Settings(tolerations=[{"key": "gpu", "operator": "Exists"}], backoff_limit=2))
     assert len(jobs) == 4 and len({j["metadata"]["name"] for j in jobs}) == 4
     ascend = next(j for j in jobs if j["metadata"]["labels"]["flageval.io/eval-model"] == "qwen-ascend" and j["metadata"]["labels"]["flageval.io/dataset"] == "mmlu")
