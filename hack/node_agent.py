@@ -53,8 +53,10 @@ PORTS_ANNOTATION = "node-agent.flageval.io/ports"
 
 
 def _install_paths() -> list[Path]:
-    """What a pod's processes run from and read: this checkout, its virtualenv, the benchmark data."""
+    """What a pod's processes run from and read: this checkout, its virtualenv, whatever else is on its
+    import path (a .pth file may name another environment's site-packages), the benchmark data."""
     paths = {CHECKOUT, Path(sys.prefix).resolve(), CHECKOUT.parent / "shared"}
+    paths.update(Path(entry).resolve() for entry in sys.path if entry and os.path.isabs(entry))
     if os.environ.get("FLAGEVAL_DATA_DIR"):
         paths.add(Path(os.environ["FLAGEVAL_DATA_DIR"]).resolve())
     return sorted(p for p in paths if p.is_dir())
