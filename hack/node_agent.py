@@ -58,7 +58,8 @@ def _install_paths() -> list[Path]:
     paths = {CHECKOUT, Path(sys.prefix).resolve(), CHECKOUT.parent / "shared"}
     paths.update(Path(entry).resolve() for entry in sys.path if entry and os.path.isabs(entry))
     if os.environ.get("FLAGEVAL_DATA_DIR"):
-        paths.add(Path(os.environ["FLAGEVAL_DATA_DIR"]).resolve())
+        data = Path(os.environ["FLAGEVAL_DATA_DIR"])
+        paths.update((data, data.resolve()))  # pods name it as given, which may be a link under /tmp
     return sorted(p for p in paths if p.is_dir())
 
 

@@ -87,7 +87,8 @@ def test_a_clone_under_tmp_runs_its_runner_pods_despite_their_emptydir_at_tmp(co
     clone = clone_under_tmp(tmp_path)
     vendor = f"clone{namespace[2:]}"  # a node of its own: the session's agent does not serve this vendor
     node = f"node-{vendor}"
-    env = {**control_plane.env, "KUBECONFIG": str(control_plane.kubeconfig), "FLAGEVAL_NODES": json.dumps([{"name": node, "vendor": vendor, "chip": "Clone-1", "region": "bj"}])}
+    env = {**control_plane.env, "KUBECONFIG": str(control_plane.kubeconfig), "FLAGEVAL_NODES": json.dumps([{"name": node, "vendor": vendor, "chip": "Clone-1", "region": "bj"}]),
+           "FLAGEVAL_DATA_DIR": str(DATA)}  # the clone has no ../shared beside it; the pods read DATA, which may lie under /tmp too
     log_path = tmp_path / "agent.log"
     with open(log_path, "w") as out:
         agent = subprocess.Popen([str(clone / ".venv/bin/python"), str(clone / "hack/node_agent.py"), "--state", str(tmp_path / "agent")],
