@@ -21,11 +21,9 @@ its sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
 from flageval.datasets.images import (
     DATA_URL_PREFIX,
@@ -40,7 +38,6 @@ from flageval.datasets.mm import (
     VisualProblem,
     choice_answer,
     flagevalmm_prompt,
-    percent,
     rejection,
 )
 from flageval.datasets.tfrecord import ProtobufError, parse_example, record_at, records
@@ -86,6 +83,7 @@ class ERQA(VisualDataset):
     name = "erqa"
     domain = "EV"
     folder = "erqa"
+    by_group = True
 
     @classmethod
     def present(cls, data_dir: Path) -> bool:
@@ -146,15 +144,6 @@ class ERQA(VisualDataset):
             return AnswerScore(extracted=None, scores={}, rejected=prefix)
         letter = choice_answer(answer)
         return AnswerScore(extracted=letter, scores={"accuracy": float(letter == problem.target)})
-
-    def aggregate(self, records: Iterable[SampleRecord]) -> dict[str, float]:
-        kept, rejected = self.counted(records)
-        metrics: dict[str, float] = {}
-        if kept:
-            metrics["accuracy"] = percent(sum(r.scores["accuracy"] for r in kept), len(kept))
-            metrics.update(self.group_accuracies(kept))
-        metrics["rejected"] = float(rejected)
-        return metrics
 
 
 __all__ = ["DIRECT_ANSWER", "ERQA", "POST_PROMPT", "interleave", "prompt_text"]

@@ -28,11 +28,9 @@ and SUITES["EV"] makes it runnable; a dataset whose files are absent fails with 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
 from flageval.datasets.files import read_jsonl
 from flageval.datasets.mm import (
@@ -41,7 +39,6 @@ from flageval.datasets.mm import (
     VisualProblem,
     choice_answer,
     flagevalmm_prompt,
-    percent,
     rejection,
 )
 from flageval.datasets.points import mask_mean, parse_points, read_mask
@@ -51,6 +48,7 @@ class EVDataset(VisualDataset):
     """Base of EV datasets; see the module docstring for the file format."""
 
     domain = "EV"
+    by_group = True
     annotation = "data.jsonl"
     pre_prompt = ""
     post_prompt = ""
@@ -101,15 +99,6 @@ class EVDataset(VisualDataset):
         found = parse_points(answer, width, height, last_line=True)
         mask = read_mask(problem.data["mask"], (width, height))
         return AnswerScore(extracted=found.summary(), scores={"accuracy": mask_mean(found, mask)})
-
-    def aggregate(self, records: Iterable[SampleRecord]) -> dict[str, float]:
-        kept, rejected = self.counted(records)
-        metrics: dict[str, float] = {}
-        if kept:
-            metrics["accuracy"] = percent(sum(r.scores["accuracy"] for r in kept), len(kept))
-            metrics.update(self.group_accuracies(kept))
-        metrics["rejected"] = float(rejected)
-        return metrics
 
 
 __all__ = ["EVDataset"]

@@ -146,6 +146,7 @@ class VisualDataset:
     name: str = ""
     domain: str = "MM"
     folder: str = ""  # under the data directory
+    by_group: bool = False  # aggregate also reports accuracy per problem group (e.g. ERQA's question_type)
 
     def __init__(self, data_dir: Path, limit: int | None = None, *, mode: str | None = None,
                  kind: EndpointKind = "chat", images: ImageSettings | None = None,
@@ -263,12 +264,14 @@ class VisualDataset:
         return kept, rejected
 
     def aggregate(self, records: Iterable[SampleRecord]) -> dict[str, float]:
-        """FlagEvalMM's accuracy over the kept records; `rejected` counts the others. With a group per
-        problem, also `accuracy/<group>`."""
+        """FlagEvalMM's accuracy over the kept records; `rejected` counts the others. With by_group,
+        also `accuracy/<group>` for each problem's group."""
         kept, rejected = self.counted(records)
         metrics: dict[str, float] = {}
         if kept:
             metrics["accuracy"] = percent(sum(r.scores["accuracy"] for r in kept), len(kept))
+            if self.by_group:
+                metrics.update(self.group_accuracies(kept))
         metrics["rejected"] = float(rejected)
         return metrics
 
