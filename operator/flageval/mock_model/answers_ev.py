@@ -26,8 +26,8 @@ from flageval.mock_model.answerer import intends_correct
 from flageval.mock_model.answers_mm import (
     CANNOT_SEE,
     sent_picture,
+    sent_problem,
     text_key,
-    user_content,
 )
 
 # The EV datasets the reference model knows; only those whose files are present are loaded.
@@ -244,19 +244,12 @@ class EVAnswerer:
         return None
 
     def recognise(self, messages: list[dict[str, Any]], body: dict[str, Any]) -> tuple[str, str] | None:
-        content = user_content(messages)
-        if isinstance(content, list):
-            text = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        else:
-            text = str(content or "")
-        candidates = self.by_text.get(text_key(text))
-        if not candidates:
+        found = sent_problem(messages, self.by_text, self.image_fault, self.image_faults)
+        if found is None:
             return None
-        faults = [self.image_fault(p, content) for p in candidates]
-        chosen = next((p for p, fault in zip(candidates, faults) if fault is None), None)
-        if chosen is None:
-            self.image_faults[faults[0] or "wrong picture"] += 1
-            return candidates[0].key, CANNOT_SEE
+        chosen, seen = found
+        if not seen:
+            return chosen.key, CANNOT_SEE
         kwargs = body.get("chat_template_kwargs")
         thinking = isinstance(kwargs, dict) and bool(kwargs.get("enable_thinking"))
         return chosen.key, chosen.answer(self.right(chosen.key), thinking)

@@ -109,6 +109,27 @@ def user_content(messages: list[dict[str, Any]]) -> Any:
     return None
 
 
+def sent_problem(messages: list[dict[str, Any]], by_text: dict[str, list[Any]], image_fault: Any,
+                 image_faults: Counter) -> tuple[Any, bool] | None:
+    """The known problem a request names by its text and pictures: (problem, True); (the first problem
+    with that text, False) when no candidate's pictures arrived right (counted in image_faults, by the
+    first candidate's fault); None for a text no problem has. image_fault(problem, content) -> str | None."""
+    content = user_content(messages)
+    if isinstance(content, list):
+        text = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    else:
+        text = str(content or "")
+    candidates = by_text.get(text_key(text))
+    if not candidates:
+        return None
+    faults = [image_fault(p, content) for p in candidates]
+    chosen = next((p for p, fault in zip(candidates, faults) if fault is None), None)
+    if chosen is None:
+        image_faults[faults[0] or "wrong picture"] += 1
+        return candidates[0], False
+    return chosen, True
+
+
 @dataclass(frozen=True)
 class _Problem:
     id: str
@@ -173,19 +194,12 @@ class MathVisionAnswerer:
 
     def recognise(self, messages: list[dict[str, Any]]) -> tuple[str, str] | None:
         """(sample key, answer) for a MathVision request; None when the text is no known problem."""
-        content = user_content(messages)
-        if isinstance(content, list):
-            text = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        else:
-            text = str(content or "")
-        candidates = self.by_text.get(text_key(text))
-        if not candidates:
+        found = sent_problem(messages, self.by_text, self.image_fault, self.image_faults)
+        if found is None:
             return None
-        faults = [self.image_fault(p, content) for p in candidates]
-        chosen = next((p for p, fault in zip(candidates, faults) if fault is None), None)
-        if chosen is None:
-            self.image_faults[faults[0] or "wrong picture"] += 1
-            return problem_key(candidates[0].id), CANNOT_SEE
+        chosen, seen = found
+        if not seen:
+            return problem_key(chosen.id), CANNOT_SEE
         key = problem_key(chosen.id)
         answer = chosen.target if self.right(key) else wrong_answer(chosen.target, chosen.multiple_choice)
         return key, boxed_reply(key, answer)
