@@ -5,8 +5,11 @@ A run whose result cannot be reported has not succeeded as far as anyone can see
 - a progress report that fails for a passing reason (the API server unreachable, 5xx, 429) is dropped
   and the next one tries again; the final report is retried with backoff for `patience` seconds;
 - a refusal (401, 403: the runner's ServiceAccount lacks the right) or a request the server rejects can
-  never succeed: the reporter says which right is missing in `failure`, calls `on_failure` (the runner
-  stops at once; its finished samples are in the journal) and `finished` raises ReportError;
+  never succeed — once it has lasted `refusal_grace` seconds: an API server that has just started
+  answers 403 until its authorizer's caches are filled and 404 until it serves the custom resources, and
+  a run must not be stopped by that. Then the reporter says which right is missing in `failure`, calls
+  `on_failure` (the runner stops at once; its finished samples are in the journal) and `finished` raises
+  ReportError;
 - a final report still not accepted when patience runs out raises ReportError too.
 The runner then exits non-zero, so the Job's backoff retries it (resuming from the journal) and its
 dataset ends OOR, never S without an accuracy."""
@@ -36,6 +39,7 @@ log = logging.getLogger("flageval.taskresult")
 
 REQUEST_TIMEOUT = 15.0  # seconds per API call: a server that stopped answering is a passing failure, not a hang
 PATIENCE = 600.0  # seconds the final report is retried (FLAGEVAL_REPORT_PATIENCE)
+REFUSAL_GRACE = 20.0  # seconds a refusal must last to be final (FLAGEVAL_REPORT_REFUSAL_GRACE)
 
 
 class ReportError(RuntimeError):
@@ -74,9 +78,11 @@ class TaskResultReporter:
         self.attempt = os.environ.get("FLAGEVAL_POD_NAME", "")
         self._api = api
         self.patience = float(os.environ.get("FLAGEVAL_REPORT_PATIENCE") or PATIENCE)
+        self.refusal_grace = float(os.environ.get("FLAGEVAL_REPORT_REFUSAL_GRACE") or REFUSAL_GRACE)
         self.failure: str | None = None  # why reporting can never succeed, once known
         self.on_failure: Callable[[], None] | None = None
         self._unreachable_since: float | None = None  # a passing failure is logged once, not at every report
+        self._refused_since: float | None = None  # first refusal of a series not yet confirmed
         self._created = False
         self._last_error = ""
         self._lock = threading.Lock()  # one request at a time
@@ -154,6 +160,15 @@ class TaskResultReporter:
                         self._unreachable_since = time.monotonic()
                         log.warning("cannot report to %s/%s for now, retrying: %s", self.namespace, self.name, self._last_error)
                     return False
+                now = time.monotonic()
+                if self._refused_since is None:
+                    self._refused_since = now
+                if now - self._refused_since < self.refusal_grace:
+                    if self._unreachable_since is None:
+                        self._unreachable_since = now
+                        log.warning("report to %s/%s refused, trying again for %.0f s before giving up: %s",
+                                    self.namespace, self.name, self.refusal_grace, self._last_error)
+                    return False
                 self.failure = self._refusal(exc)
                 log.error("%s", self.failure)
                 if self.on_failure is not None:
@@ -162,6 +177,7 @@ class TaskResultReporter:
             if self._unreachable_since is not None:
                 log.info("reporting to %s/%s again after %.1f s", self.namespace, self.name, time.monotonic() - self._unreachable_since)
                 self._unreachable_since = None
+            self._refused_since = None
             return True
 
     def _refusal(self, exc: Exception) -> str:

@@ -156,3 +156,44 @@ def test_an_operator_that_may_not_make_the_runners_role_starts_no_runner_and_nam
     finally:
         kube.rbac.delete_cluster_role_binding(cluster_name)
         kube.rbac.delete_cluster_role(cluster_name)
+
+
+def test_a_refusal_that_passes_within_the_grace_costs_the_runner_nothing(control_plane, kube, namespace, tmp_path):
+    """A restarting API server refuses for a moment (403 until its authorizer has synced, 404 until it serves
+    custom resources): a runner whose right arrives a few seconds after its first refused report goes on,
+    reports, and exits 0. The same refusal lasting longer than the grace ends it with exit 3."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "late"}})
+    kubeconfig = service_account_kubeconfig(control_plane, kube, namespace, "late", tmp_path / "late.kubeconfig")
+    kube.rbac.create_namespaced_role(namespace, {"metadata": {"name": "late"}, "rules": RUNNER_RULES})
+    info = {"eval_model": "late-nvidia-origin", "model": "qwen3", "eval_url": "", "num_concurrent": 1}
+
+    def runner(model, task: str, grace: str) -> subprocess.Popen:
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FLAGEVAL_TASK_RESULT": f"{namespace}/{task}",
+               "FLAGEVAL_REPORT_REFUSAL_GRACE": grace, "FLAGEVAL_EVAL_INFO": json.dumps({**info, "eval_url": model.chat_url})}
+        return subprocess.Popen([sys.executable, "-m", "flageval.cli", "runner", "--dataset", "gsm8k", "--limit", "5",
+                                 "--output", str(tmp_path / task)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    with serve_in_thread(default_answerer(DATA, 0.7, 4), latency=0.5) as model:
+        proc = runner(model, "granted", "120")
+        wait_for(lambda: (tmp_path / "granted").exists(), 60, "the runner to start")
+        time.sleep(4)  # refused meanwhile: no RoleBinding yet
+        kube.rbac.create_namespaced_role_binding(namespace, {"metadata": {"name": "late"}, "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "late"},
+                                                             "subjects": [{"kind": "ServiceAccount", "name": "late", "namespace": namespace}]})
+        out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    assert "refused, trying again for 120 s before giving up" in out and "HTTP 403" in out, out
+    reported = kube.custom.get_namespaced_custom_object(G, V, namespace, "evaluationtaskresults", "granted")
+    assert reported["result"]["accuracy"] == intended_accuracy("gsm8k", DATA, 0.7, 4, 5), reported
+
+    kube.rbac.delete_namespaced_role_binding("late", namespace)
+    with serve_in_thread(default_answerer(DATA, 0.7, 4)) as model:
+        started = time.monotonic()
+        proc = runner(model, "refused", "3")
+        out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 3, out
+    assert "the runner may not" in out and time.monotonic() - started < 120, out
