@@ -19,9 +19,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python hack/demo.py
 
-# Builds (once, cached outside the clone) the pinned control plane the integration tests run against.
+# Builds (once, cached outside the clone) the pinned control plane the integration tests run against,
+# and installs the headless browser the report tests drive (Debian's chromium, once).
 test: install
 	hack/control-plane build
+	hack/browser
 	$(BIN)/python -m pytest
 
 cluster-up: install

@@ -1,4 +1,5 @@
-"""`flageval` commands: eval (local, no cluster), runner (inside a Job), mock-model, operator, serve."""
+"""`flageval` commands: eval (local, no cluster), compare and report (of finished runs), runner (inside a Job),
+mock-model, operator, serve."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=Path, default=None, help="--output DIR of a baseline run to diff against")
     p.add_argument("--tolerance", type=float, default=None, help="release tolerance in points (default 0.5)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--details", action="store_true",
+                   help="also print the serving figures: latency p50/p90/p99, output tokens, truncation, errors and retries")
     return p
 
 
@@ -63,6 +66,18 @@ def cmd_eval(argv: list[str]) -> int:
         return asyncio.run(evaluate_locally(args))
     except KeyboardInterrupt:
         return _fail("interrupted; run again with the same --output to resume", 130)
+
+
+def cmd_compare(argv: list[str]) -> int:
+    from flageval.report.commands import compare_main
+
+    return compare_main(argv)
+
+
+def cmd_report(argv: list[str]) -> int:
+    from flageval.report.commands import report_main
+
+    return report_main(argv)
 
 
 def cmd_runner(argv: list[str]) -> int:
@@ -91,6 +106,8 @@ def cmd_serve(argv: list[str]) -> int:
 
 COMMANDS = {
     "eval": (cmd_eval, "evaluate a service locally (no cluster)"),
+    "compare": (cmd_compare, "sample-level disagreements between a baseline run and another run"),
+    "report": (cmd_report, "one self-contained HTML report of runs: accuracy, disagreements, serving"),
     "runner": (cmd_runner, "run one (service, dataset) — the entry point of an operator Job"),
     "mock-model": (cmd_mock_model, "the bundled reference OpenAI-compatible model server"),
     "operator": (cmd_operator, "run the Kubernetes operator with the current kubeconfig"),

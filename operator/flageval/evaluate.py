@@ -111,6 +111,29 @@ def _table(info: EvalInfo, verdicts: list[DatasetComparison], release: bool, has
     return table
 
 
+def serving_table(results: list[DatasetResult], title: str) -> Table:
+    """The serving figures of each dataset's run (`--details`)."""
+    table = Table(title=title, caption="latency of the attempt that answered; tokens from the service's usage")
+    for column in ("dataset", "requests", "p50 ms", "p90 ms", "p99 ms", "tokens/req", "tokens/s", "cut by length",
+                   "errors", "retries", "note"):
+        table.add_column(column, no_wrap=column != "note")
+    for r in results:
+        s = r.serving
+        if s is None:
+            table.add_row(r.dataset, *["—"] * 9, "no serving figures")
+            continue
+        kinds = lambda counts: ", ".join(f"{k} {v}" for k, v in counts.items()) or "0"
+        table.add_row(r.dataset, str(s.requests), _fmt1(s.latency_p50_ms), _fmt1(s.latency_p90_ms), _fmt1(s.latency_p99_ms),
+                      _fmt1(s.output_tokens_per_request), _fmt1(s.output_tokens_per_second),
+                      "—" if s.truncated_percent is None else f"{s.truncated} ({s.truncated_percent:.1f}%)",
+                      kinds(s.errors), kinds(s.retries), s.note)
+    return table
+
+
+def _fmt1(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
 def _json(info: EvalInfo, results: list[DatasetResult], verdicts: list[DatasetComparison], release: bool) -> dict:
     by_name = {r.dataset: r for r in results}
     details = []
@@ -129,6 +152,7 @@ def _json(info: EvalInfo, results: list[DatasetResult], verdicts: list[DatasetCo
                 "metrics": r.metrics,
                 "n_failed": r.n_failed,
                 "message": r.message,
+                "serving": r.serving.model_dump() if r.serving is not None else None,
             }
         )
     overall = Status.SUCCESS if all(r.status == Status.SUCCESS for r in results) else next(
@@ -229,6 +253,8 @@ async def evaluate_locally(args: argparse.Namespace) -> int:
     else:
         out = Console(width=None if sys.stdout.isatty() else 120)  # piped output: don't squeeze to 80
         out.print(_table(info, verdicts, release, baseline is not None))
+        if args.details:
+            out.print(serving_table(results, f"{info.eval_model} — serving"))
         for r in results:
             if r.message:
                 out.print(f"{r.dataset}: {r.message}", markup=False, highlight=False)

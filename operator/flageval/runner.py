@@ -39,6 +39,7 @@ from flageval.api.genkwargs import parse_gen_kwargs, to_request_fields
 from flageval.api.urlpolicy import UrlPolicy, check_url
 from flageval.datasets import DatasetError, default_data_dir, get_dataset
 from flageval.engine import Journal, ResponseCache, run_dataset
+from flageval.engine.serving import serving_figures
 from flageval.engine.types import Endpoint
 from flageval.results import (
     RunPaths,
@@ -46,6 +47,7 @@ from flageval.results import (
     write_progress,
     write_result,
     write_samples,
+    write_service,
 )
 
 log = logging.getLogger("flageval.runner")
@@ -159,6 +161,10 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
         await _finish(reporter, result)  # result.json stays the earlier run's: nothing of it is lost
         return result
     total = dataset.total()
+    info = request.eval_info
+    write_service(request.output, {"eval_model": info.eval_model, "model": info.model, "chip": info.chip,
+                                   "base_model_name": info.base_model_name, "baseline_key": info.baseline_key,
+                                   "eval_url": info.eval_url})
     journal = Journal(paths.journal)
     cache = None
     if request.cache_dir is not None:
@@ -201,6 +207,7 @@ async def run(request: RunRequest, reporter: Reporter | None = None) -> DatasetR
         n_failed=len(failed),
         progress=f"{len(records)}/{total}",
         message=message,
+        serving=serving_figures(records),
     )
     write_result(paths, result)
     _write_metrics(paths)

@@ -28,6 +28,8 @@ class PairedTest:
     p_value: float  # exact two-sided McNemar
     ci_low: float  # paired-bootstrap 95 % CI of accuracy(B) − accuracy(A), in points
     ci_high: float
+    both_right: int = 0
+    both_wrong: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def paired_test(
     scored_a = {r.id: r.scores[metric] for r in records_a if r.error is None and metric in r.scores}
     pairs = [(scored_a[r.id] >= 0.5, r.scores[metric] >= 0.5)
              for r in records_b if r.error is None and metric in r.scores and r.id in scored_a]
-    return _paired(pairs, resamples, seed)
+    return paired_from_pairs(pairs, resamples=resamples, seed=seed)
 
 
 @lru_cache(maxsize=4096)
@@ -78,6 +80,12 @@ def paired_from_verdicts(packed_a: str, packed_b: str, *, resamples: int = 2000,
     if len(a) != len(b):
         return None
     pairs = [(x == "1", y == "1") for x, y in zip(a, b) if x != "-" and y != "-"]
+    return paired_from_pairs(pairs, resamples=resamples, seed=seed)
+
+
+def paired_from_pairs(pairs: Sequence[tuple[bool, bool]], *, resamples: int = 2000, seed: int = 1234) -> PairedTest | None:
+    """The test on (right in A, right in B) per paired sample; None without pairs. Every way of pairing
+    two runs ends here."""
     return _paired(pairs, resamples, seed)
 
 
@@ -87,11 +95,13 @@ def _paired(pairs: Sequence[tuple[bool, bool]], resamples: int, seed: int) -> Pa
     n = len(pairs)
     only_a = sum(1 for a, b in pairs if a and not b)
     only_b = sum(1 for a, b in pairs if b and not a)
+    both_right = sum(1 for a, b in pairs if a and b)
     # A pair's diff is −1, 0 or +1: resampling pairs is a multinomial draw over the three.
     counts = np.random.default_rng(seed).multinomial(n, [only_a / n, only_b / n, (n - only_a - only_b) / n], size=resamples)
     diffs = (counts[:, 1] - counts[:, 0]) * 100.0 / n
     low, high = np.percentile(diffs, [2.5, 97.5])
-    return PairedTest(n, only_a, only_b, mcnemar_exact(only_a, only_b), round(float(low), 2), round(float(high), 2))
+    return PairedTest(n, only_a, only_b, mcnemar_exact(only_a, only_b), round(float(low), 2), round(float(high), 2),
+                      both_right, n - only_a - only_b - both_right)
 
 
 def release_verdict(

@@ -16,7 +16,7 @@ PACKAGE = Path(flageval.__file__).parent
 LAYERS = [
     {"api"},
     {"engine", "results", "verdict", "baseline"},  # on api only
-    {"datasets"},
+    {"datasets", "report"},  # report: reads finished runs (results, verdict, baseline)
     {"taskresult"},
     {"runner", "mock_model"},
     {"controller", "backends"},

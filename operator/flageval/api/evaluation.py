@@ -17,6 +17,7 @@ from flageval.api.results import (
     DatasetResult,
     Progress,
     SampleRecord,
+    ServingFigures,
     Status,
     pack_verdicts,
     sample_verdicts,
@@ -184,6 +185,34 @@ class Condition(CamelModel):
     observed_generation: int | None = Field(default=None, description="The spec generation the condition describes.")
 
 
+class ServingSummary(CamelModel):
+    """A few serving figures of one run; all of them are in its result.json on the results volume."""
+
+    latency_p50_ms: float | None = Field(default=None, description="Median latency of the answering attempts, ms.")
+    latency_p99_ms: float | None = Field(default=None, description="99th percentile of the same, ms.")
+    output_tokens_per_second: float | None = Field(default=None, description="Completion tokens per second of latency; null without usage.")
+    truncated_percent: float | None = Field(default=None, description="Answers cut by the length limit, percent.")
+    errors: int = Field(default=0, description="Failed attempts, every kind.")
+    retries: int = Field(default=0, description="Attempts sent again.")
+
+    @classmethod
+    def of(cls, figures: ServingFigures | None) -> ServingSummary | None:
+        if figures is None:
+            return None
+        return cls(latency_p50_ms=figures.latency_p50_ms, latency_p99_ms=figures.latency_p99_ms,
+                   output_tokens_per_second=figures.output_tokens_per_second, truncated_percent=figures.truncated_percent,
+                   errors=sum(figures.errors.values()), retries=sum(figures.retries.values()))
+
+
+class Disagreement(CamelModel):
+    """The 2×2 table of paired samples behind pValue: the baseline's verdict → this service's."""
+
+    both_right: int = Field(default=0, description="Right on the baseline and here.")
+    right_to_wrong: int = Field(default=0, description="Right on the baseline, wrong here.")
+    wrong_to_right: int = Field(default=0, description="Wrong on the baseline, right here.")
+    both_wrong: int = Field(default=0, description="Wrong on both.")
+
+
 class DatasetDetail(CamelModel):
     """One dataset of one service: status, progress and verdict (full results stay on the results volume)."""
 
@@ -197,6 +226,8 @@ class DatasetDetail(CamelModel):
     diff: float | None = Field(default=None, description="accuracy - baseAccuracy, in points.")
     p_value: float | None = Field(default=None, description="Exact McNemar p-value of the paired difference to the baseline, when computed.")
     diff_ci: list[float] | None = Field(default=None, alias="diffCI", description="95 % bootstrap interval of the diff in points, when computed.")
+    disagreement: Disagreement | None = Field(default=None, description="Paired sample counts behind pValue (samples stay on the results volume).")
+    serving: ServingSummary | None = Field(default=None, description="Latency, speed, truncation and errors of the run.")
     message: str = Field(default="", description="Why the dataset failed or waits.")
 
 
@@ -275,17 +306,19 @@ class TaskOutcome(CamelModel):
         description="Per-sample verdicts in dataset order ('1' right, '0' wrong, '-' unscored), zlib-compressed and base64-encoded; "
         "paired with the baseline's for pValue and diffCI.",
     )
+    serving: ServingSummary | None = Field(default=None, description="A few serving figures of the run.")
 
     @classmethod
     def of(cls, result: DatasetResult, records: Iterable[SampleRecord] = ()) -> TaskOutcome:
-        outcome = cls.model_validate(result.model_dump())
+        outcome = cls.model_validate(result.model_dump(exclude={"serving"}))
+        outcome.serving = ServingSummary.of(result.serving)
         records = list(records)
         if records:
             outcome.sample_verdicts = pack_verdicts(sample_verdicts(records, result.n_samples))
         return outcome
 
     def to_result(self) -> DatasetResult:
-        return DatasetResult.model_validate(self.model_dump(exclude={"sample_verdicts"}))
+        return DatasetResult.model_validate(self.model_dump(exclude={"sample_verdicts", "serving"}))
 
 
 class EvaluationTaskResult(CamelModel):

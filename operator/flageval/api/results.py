@@ -46,6 +46,18 @@ def overall_status(statuses: list[Status]) -> Status:
     return Status.PENDING
 
 
+class CallStat(BaseModel):
+    """One request a sample needed, as the engine saw it: how long the answer took, what it produced, and
+    which attempts failed before it. Serving figures (ServingFigures) are summed from these."""
+
+    latency: float | None = Field(default=None, description="Seconds of the attempt that answered; null when cached or unanswered.")
+    output_tokens: int | None = Field(default=None, description="usage.completion_tokens of the answer; null when the service sent none.")
+    finish_reason: str | None = Field(default=None, description="The choice's finish_reason ('stop', 'length', …).")
+    cached: bool = Field(default=False, description="Answered from the response cache: nothing was sent.")
+    failures: dict[str, int] = Field(default_factory=dict, description="Failed attempts by kind (http_503, timeout, connection_error, malformed…).")
+    retries: dict[str, int] = Field(default_factory=dict, description="Attempts sent again, by the kind of failure before them.")
+
+
 class SampleRecord(BaseModel):
     """One finished sample: what was sent, what came back, how it scored. Written to samples.jsonl."""
 
@@ -60,10 +72,19 @@ class SampleRecord(BaseModel):
         default=None, description="Per-sample metric values that are not one number (lm-eval tasks: lists, pairs), by 'metric,filter'.")
     error: str | None = Field(default=None, description="Why the sample failed (no scores then).")
     group: str | None = Field(default=None, description="Sub-task (e.g. MMLU subject) for aggregation.")
+    calls: list[CallStat] | None = Field(default=None, description="The sample's requests as the engine saw them (serving figures).")
 
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+    @property
+    def right(self) -> bool | None:
+        """Right or wrong by the score the headline accuracy averages (a record's first); None when failed
+        or unscored. What pairs two runs sample by sample."""
+        if self.error is not None or not self.scores:
+            return None
+        return next(iter(self.scores.values())) >= 0.5
 
 
 class Progress(BaseModel):
@@ -80,6 +101,29 @@ class Progress(BaseModel):
         return f"{self.done}/{self.total}"
 
 
+class ServingFigures(BaseModel):
+    """How a service answered one dataset's requests (engine.serving.serving_figures computes them).
+
+    Latency is the duration of the attempt that answered; answers from the response cache are counted
+    in `cached` and left out of every other figure."""
+
+    requests: int = Field(default=0, description="Requests answered by the service (not from the cache).")
+    cached: int = Field(default=0, description="Requests answered from the response cache.")
+    latency_p50_ms: float | None = None
+    latency_p90_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_mean_ms: float | None = None
+    usage_reported: int = Field(default=0, description="Answers that carried usage.completion_tokens.")
+    output_tokens_per_request: float | None = Field(default=None, description="Mean completion tokens of the answers that reported usage.")
+    output_tokens_per_second: float | None = Field(
+        default=None, description="Completion tokens over the latency of the answers that reported usage: one request's decode speed.")
+    truncated: int = Field(default=0, description="Answers cut by the length limit (finish_reason 'length').")
+    truncated_percent: float | None = Field(default=None, description="truncated / requests, in percent.")
+    errors: dict[str, int] = Field(default_factory=dict, description="Failed attempts by kind.")
+    retries: dict[str, int] = Field(default_factory=dict, description="Attempts sent again, by the kind of failure before them.")
+    note: str = Field(default="", description="What the figures cannot say (e.g. the service sent no usage).")
+
+
 class DatasetResult(BaseModel):
     """The outcome of one (service, dataset) run. Accuracies are percentages (0–100)."""
 
@@ -92,6 +136,7 @@ class DatasetResult(BaseModel):
     n_failed: int = 0
     progress: str = Field(default="", description="n_done/n_samples, for people to read.")
     message: str = ""
+    serving: ServingFigures | None = Field(default=None, description="How the service answered: latency, tokens, truncation, errors.")
 
 
 def sample_verdicts(records: Iterable[SampleRecord], total: int) -> str:
@@ -99,8 +144,9 @@ def sample_verdicts(records: Iterable[SampleRecord], total: int) -> str:
     score the headline accuracy averages (a record's first). Enough to pair two runs sample by sample."""
     out = ["-"] * total
     for record in records:
-        if record.error is None and record.scores and 0 <= record.index < total:
-            out[record.index] = "1" if next(iter(record.scores.values())) >= 0.5 else "0"
+        right = record.right
+        if right is not None and 0 <= record.index < total:
+            out[record.index] = "1" if right else "0"
     return "".join(out)
 
 

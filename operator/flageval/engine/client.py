@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from flageval.api.results import CallStat
 from flageval.engine import metrics
 from flageval.engine.redact import redact_secret
 from flageval.engine.transport import (
@@ -161,6 +162,19 @@ class RetryPolicy:
         return (rng or random).uniform(0, ceiling)
 
 
+def completion_tokens(data: Any) -> int | None:
+    """usage.completion_tokens of an answer; None when the service sent no usage."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else None
+
+
+def _count(call: CallStat | None, field: str, kind: str) -> None:
+    if call is not None and kind:
+        counts = getattr(call, field)
+        counts[kind] = counts.get(kind, 0) + 1
+
+
 class SampleFailed(Exception):
     """A request that will not succeed: out of attempts, past its deadline, or refused by the endpoint."""
 
@@ -230,11 +244,12 @@ class EndpointClient:
             full["chat_template_kwargs"] = template_kwargs
         return full
 
-    async def post(self, payload: bytes, deadline: float, parse) -> Any:
+    async def post(self, payload: bytes, deadline: float, parse, call: CallStat | None = None) -> Any:
         """POST payload until `parse(json)` accepts an answer; raise SampleFailed when it cannot.
 
         Attempts: at most endpoint.num_retry. Waits: Retry-After on 429/503, else full-jitter backoff.
-        Nothing is attempted or waited for past `deadline` (a time.monotonic() value).
+        Nothing is attempted or waited for past `deadline` (a time.monotonic() value). `call`, when given,
+        gets the answering attempt's latency and usage, and each failed and retried attempt's kind.
         """
         endpoint = self.endpoint
         attempts = max(1, endpoint.num_retry)
@@ -247,6 +262,7 @@ class EndpointClient:
                 raise self._give_up(f"retry_time ({endpoint.retry_time:g}s) exhausted after {attempt - 1} attempt(s); "
                                     f"last error: {last}")
             retry_after: float | None = None
+            kind = ""  # the failed attempt's kind, for the call's counts
             timeout = min(endpoint.request_timeout, remaining)
             started = time.monotonic()
             self.requests_sent += 1
@@ -257,37 +273,45 @@ class EndpointClient:
                 metrics.SAMPLE_ERRORS.labels(reason="refused").inc()
                 raise SampleFailed(self.last_error) from None
             except TransportTimeout:
-                last = f"no answer within {timeout:.3g}s from {endpoint.url}"
+                last, kind = f"no answer within {timeout:.3g}s from {endpoint.url}", "timeout"
                 metrics.observe_attempt("timeout", time.monotonic() - started)
             except TransportError as error:
-                last = f"cannot reach {endpoint.url}: {error}"
+                last, kind = f"cannot reach {endpoint.url}: {error}", "connection_error"
                 metrics.observe_attempt("connection_error", time.monotonic() - started)
             else:
                 elapsed = time.monotonic() - started
                 status = response.status
                 if 200 <= status < 300:
                     try:
-                        result = parse(orjson.loads(response.content))
+                        data = orjson.loads(response.content)
+                        result = parse(data)
                     except (ValueError, TypeError, KeyError, AttributeError) as error:
                         reason = str(error) if isinstance(error, MalformedResponse) else "body is not JSON"
                         last = f"unusable answer from {endpoint.url} ({reason}): {self._excerpt(response.text)}"
+                        kind = "malformed"
                         metrics.observe_attempt("malformed", elapsed)
                     else:
                         metrics.observe_attempt("ok", elapsed)
                         if self.breaker is not None:
                             self.breaker.success()
+                        if call is not None:
+                            call.latency = elapsed
+                            call.output_tokens = completion_tokens(data)
                         return result
                 else:
                     last = f"HTTP {status} from {endpoint.url}: {self._excerpt(response.text) or '(empty body)'}"
+                    kind = f"http_{status}"
                     retryable = status >= 500 or status in RETRYABLE_4XX
                     metrics.observe_attempt(f"http_{status // 100}xx", elapsed)
                     if not retryable:
                         self.last_error = last
+                        _count(call, "failures", kind)
                         metrics.SAMPLE_ERRORS.labels(reason="rejected").inc()
                         raise SampleFailed(last, endpoint_level=status in ENDPOINT_LEVEL_4XX or status < 400)
                     if status in RETRY_AFTER_STATUSES:
                         retry_after = parse_retry_after(response.headers.get("retry-after"))
             self.last_error = last
+            _count(call, "failures", kind)
             if attempt == attempts:
                 break
             delay = retry_after if retry_after is not None else self.policy.delay(attempt, self.rng)
@@ -295,6 +319,8 @@ class EndpointClient:
                 raise self._give_up(f"retry_time ({endpoint.retry_time:g}s) would pass before the next attempt "
                                     f"(after {attempt} attempt(s)); last error: {last}")
             metrics.RETRIES.inc()
+            metrics.retried(kind)
+            _count(call, "retries", kind)
             await asyncio.sleep(delay)
         raise self._give_up(f"failed after {attempts} attempt(s); last error: {last}")
 

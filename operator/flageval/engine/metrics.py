@@ -15,6 +15,12 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 RETRIES = Counter("flageval_engine_retries_total", "Attempts repeated after a retryable failure.")
+RETRIES_BY_KIND = Counter("flageval_engine_retries_by_kind_total",
+                          "Attempts repeated, by the kind of failure before them (http_503, timeout, …).", ["kind"])
+OUTPUT_TOKENS = Counter("flageval_engine_output_tokens_total", "Completion tokens the service reported in usage.")
+ANSWERS = Counter("flageval_engine_answers_total",
+                  "Answers received (not from the cache), by finish_reason (stop, length, …; 'none' when absent).",
+                  ["finish_reason"])
 SAMPLE_ERRORS = Counter(
     "flageval_engine_sample_errors_total",
     "Requests given up on, by reason (out_of_retries, rejected, breaker).",
@@ -37,3 +43,19 @@ def observe_attempt(outcome: str, seconds: float) -> None:
         child = _outcome_children[outcome] = REQUESTS.labels(outcome=outcome)
     child.inc()
     REQUEST_SECONDS.observe(seconds)
+
+
+def retried(kind: str) -> None:
+    RETRIES_BY_KIND.labels(kind=kind or "other").inc()
+
+
+_answer_children: dict[str | None, Counter] = {}
+
+
+def answered(finish_reason: str | None, output_tokens: int | None) -> None:
+    child = _answer_children.get(finish_reason)
+    if child is None:
+        child = _answer_children[finish_reason] = ANSWERS.labels(finish_reason=finish_reason or "none")
+    child.inc()
+    if output_tokens:
+        OUTPUT_TOKENS.inc(output_tokens)

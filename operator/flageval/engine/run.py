@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from flageval.api import Progress, SampleRecord
+from flageval.api.results import CallStat
 from flageval.engine import metrics
 from flageval.engine.cache import ResponseCache
 from flageval.engine.client import (
@@ -66,6 +67,14 @@ class _Request:
     full: dict[str, Any]
     payload: bytes
     key: str | None
+    call: CallStat
+
+
+def _answered(call: CallStat, reply: Reply) -> CallStat:
+    call.finish_reason = reply.finish_reason
+    if not reply.cached:
+        metrics.answered(reply.finish_reason, call.output_tokens)
+    return call
 
 
 class _Run:
@@ -136,30 +145,32 @@ class _Run:
                 except ValueError:
                     pass
                 else:
-                    self.finish(item, [reply], None)
+                    self.finish(item, [reply], None, [CallStat(cached=True, finish_reason=reply.finish_reason)])
                     return
+        call = CallStat()
         if self.breaker.open:
             metrics.SAMPLE_ERRORS.labels(reason="breaker").inc()
-            self.finish(item, None, SampleFailed(self.breaker.reason or "endpoint given up on"))
+            self.finish(item, None, SampleFailed(self.breaker.reason or "endpoint given up on"), [call])
             return
         deadline = time.monotonic() + self.endpoint.retry_time
         try:
             if self.chat:
-                choice, reply = await self.sender.post(payload, deadline, chat_choice)
+                choice, reply = await self.sender.post(payload, deadline, chat_choice, call)
             else:
-                choice = (await self.sender.post(payload, deadline, _single_completion))[0]
+                choice = (await self.sender.post(payload, deadline, _single_completion, call))[0]
                 choice = {k: v for k, v in choice.items() if k != "index"}
                 reply = reply_from_completion_choice(choice)
         except SampleFailed as failure:
-            self.finish(item, None, failure)
+            self.finish(item, None, failure, [call])
             return
         if key is not None:
             cache.put(key, choice)  # type: ignore[union-attr]
-        self.finish(item, [reply], None)
+        self.finish(item, [reply], None, [_answered(call, reply)])
 
     async def process(self, group: list[WorkItem]) -> None:
         deadline = time.monotonic() + self.endpoint.retry_time
         replies: list[list[Reply | None]] = [[None] * len(item.bodies) for item in group]
+        calls: list[list[CallStat]] = [[CallStat() for _ in item.bodies] for item in group]
         errors: dict[int, SampleFailed] = {}
         pending: list[_Request] = []
         parse_cached = reply_from_chat_choice if self.chat else reply_from_completion_choice
@@ -171,11 +182,12 @@ class _Run:
                 choice = self.cache.get(key) if key is not None else None
                 if choice is not None:
                     try:
-                        replies[i][j] = parse_cached(choice, cached=True)
+                        replies[i][j] = reply = parse_cached(choice, cached=True)
+                        calls[i][j] = CallStat(cached=True, finish_reason=reply.finish_reason)
                         continue
                     except ValueError:
                         pass
-                pending.append(_Request(i, j, full, payload, key))
+                pending.append(_Request(i, j, full, payload, key, calls[i][j]))
 
         if pending:
             if self.breaker.open:
@@ -188,10 +200,15 @@ class _Run:
                 await self._send_completions(pending, deadline, replies, errors)
 
         for i, item in enumerate(group):
-            self.finish(item, None if i in errors else replies[i], errors.get(i))  # type: ignore[arg-type]
+            if i not in errors:
+                for call, reply in zip(calls[i], replies[i]):
+                    if reply is not None and not reply.cached:
+                        _answered(call, reply)
+            self.finish(item, None if i in errors else replies[i], errors.get(i), calls[i])  # type: ignore[arg-type]
 
-    def finish(self, item: WorkItem, replies: list[Reply] | None, failure: SampleFailed | None) -> None:
-        """Score (or record the failure of) one sample and journal it."""
+    def finish(self, item: WorkItem, replies: list[Reply] | None, failure: SampleFailed | None,
+               calls: list[CallStat] | None = None) -> None:
+        """Score (or record the failure of) one sample and journal it, with its requests' figures."""
         if failure is None:
             try:
                 record = self.score(item, replies)  # type: ignore[arg-type]
@@ -200,6 +217,7 @@ class _Run:
         if failure is not None:
             record = error_record(item, str(failure))
             self.breaker.failure(failure)
+        record.calls = calls
         self.journal.append(record)
         ok = record.error is None
         if not ok:
@@ -223,7 +241,7 @@ class _Run:
             if request.item in errors:
                 continue
             try:
-                choice, reply = await self.sender.post(request.payload, deadline, chat_choice)
+                choice, reply = await self.sender.post(request.payload, deadline, chat_choice, request.call)
             except SampleFailed as failure:
                 errors[request.item] = failure
                 continue
@@ -250,12 +268,20 @@ class _Run:
                     batched["prompt"] = [r.full["prompt"] for r in chunk]
                     payload = canonical_json(batched)
                 n = len(chunk)
+                shared = chunk[0].call  # one HTTP request: its latency and failures are each prompt's
                 try:
-                    choices = await self.sender.post(payload, deadline, lambda data, n=n: completion_choices(data, n))
+                    choices = await self.sender.post(payload, deadline, lambda data, n=n: completion_choices(data, n), shared)
                 except SampleFailed as failure:
-                    for request in chunk:
+                    for request in chunk:  # the batch's failed attempts stay on its first prompt's call: counted once
                         errors.setdefault(request.item, failure)
                     continue
+                # The batch's tokens, spread over its prompts so that their sum stays the service's count.
+                tokens = shared.output_tokens
+                for position, request in enumerate(chunk):
+                    request.call.latency = shared.latency
+                    request.call.output_tokens = None if tokens is None else tokens // n + (position < tokens % n)
+                    if position:  # the batch's failed attempts count once
+                        request.call.failures, request.call.retries = {}, {}
                 for request, choice in zip(chunk, choices):
                     choice = {k: v for k, v in choice.items() if k != "index"}
                     if request.key is not None and self.cache is not None:

@@ -161,6 +161,28 @@ class ServerOptions:
     reasoning_field: bool = False  # thinking in reasoning_content instead of <think> in content
     seed: int = 0
     echo_auth: bool = False  # error bodies quote the request's Authorization header, as some servers do
+    usage: bool = True  # answers carry usage (completion tokens: the content's words and punctuation)
+    truncate_rate: float = 0.0  # share of questions whose chat answer is cut in half, finish_reason 'length'
+    rephrase_rate: float = 0.0  # share of questions whose chat answer starts with another sentence (same verdict)
+
+
+def chosen(seed: int, what: str, key: str, rate: float) -> bool:
+    """Deterministic per (seed, what, question): the same question is always truncated (or not)."""
+    if rate <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}:{what}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """The mock's token count: words and punctuation marks."""
+    return len(_WORDS.findall(text))
+
+
+REPHRASED_OPENING = "Here is my reasoning. "
 
 
 class _Action:
@@ -205,6 +227,10 @@ class MockModelServer:
         self.faults: Counter[str] = Counter()
         self.by_path: Counter[str] = Counter()
         self.total = 0  # generation requests received, rejected ones included
+        self.answered = 0  # generation requests answered 200 with a reply
+        self.truncated: Counter[str] = Counter()  # answers cut for length, per question
+        self.rephrased: Counter[str] = Counter()  # answers with the other opening, per question
+        self.delays: deque[float] = deque(maxlen=1_000_000)  # latency injected into each answer, seconds
         self.first_request_time: float | None = None  # wall clock, for start-up measurements
         self.last_request_time: float | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -214,13 +240,17 @@ class MockModelServer:
     def stats(self) -> dict[str, Any]:
         return {"total": self.total, "by_key": dict(self.by_key), "faults": dict(self.faults),
                 "by_path": dict(self.by_path), "first_request_time": self.first_request_time,
-                "last_request_time": self.last_request_time}
+                "last_request_time": self.last_request_time, "answered": self.answered,
+                "truncated": sum(self.truncated.values()), "rephrased": sum(self.rephrased.values())}
 
     def reset_stats(self) -> None:
         self.by_key.clear()
         self.faults.clear()
         self.by_path.clear()
-        self.total = 0
+        self.truncated.clear()
+        self.rephrased.clear()
+        self.delays.clear()
+        self.total = self.answered = 0
         self.first_request_time = self.last_request_time = None
 
     # -- serving -----------------------------------------------------------------------------------
@@ -294,6 +324,12 @@ class MockModelServer:
         delay = options.latency + (self.rng.uniform(0, options.latency_jitter) if options.latency_jitter else 0.0)
         fault = options.faults.pick(keys[0], nth)
         if fault is None:
+            self.answered += 1
+            self.delays.append(delay)
+            if chat:
+                self._shape_chat(keys[0], payload)
+            elif not options.usage:
+                payload.pop("usage", None)
             return _Action(_response(200, payload, close=close), close=close, delay=delay)
         self.faults[fault] += 1
         retry_after = f"{options.faults.retry_after:g}"
@@ -314,6 +350,26 @@ class MockModelServer:
         else:
             return _Action(b"", kind="stall", delay=options.faults.stall_seconds)
         return _Action(data, close=close, delay=delay)
+
+    def _shape_chat(self, key: str, payload: dict[str, Any]) -> None:
+        """What a real server adds to an answer: a rephrased opening, a cut at the length limit, usage."""
+        options = self.options
+        choice = payload["choices"][0]
+        message = choice["message"]
+        content = message["content"]
+        if chosen(options.seed, "rephrase", key, options.rephrase_rate):
+            self.rephrased[key] += 1
+            content = REPHRASED_OPENING + content
+        if chosen(options.seed, "truncate", key, options.truncate_rate):
+            self.truncated[key] += 1
+            content = content[: len(content) // 2]
+            choice["finish_reason"] = "length"
+        message["content"] = content
+        if options.usage:
+            tokens = count_tokens(content) + count_tokens(message.get("reasoning_content") or "")
+            payload["usage"] = {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens}
+        else:
+            payload.pop("usage", None)
 
     def _chat(self, body: dict[str, Any], model: Any) -> tuple[list[str], dict[str, Any]]:
         messages = body.get("messages")
@@ -344,9 +400,10 @@ class MockModelServer:
             key, choice = self.answerer.completion(text, body)
             keys.append(key)
             choices.append({**choice, "index": index})
+        generated = 0 if body.get("echo") else sum(count_tokens(c.get("text") or "") for c in choices)
         return keys, {
             "id": f"cmpl-{self.total}", "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": generated, "total_tokens": generated},
         }
 
 
@@ -610,6 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="which questions are answered right, and the faults")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--latency-jitter", type=float, default=0.0, help="plus a uniform random [0, this) seconds")
+    parser.add_argument("--truncate-rate", type=float, default=0.0,
+                        help="share of questions whose chat answer is cut in half with finish_reason 'length'")
+    parser.add_argument("--rephrase-rate", type=float, default=0.0,
+                        help="share of questions whose chat answer opens with another sentence (same answer)")
+    parser.add_argument("--no-usage", action="store_true", help="send no usage in answers")
     parser.add_argument("--fault-rate", default="",
                         help="fraction of requests that fail: a number spread over --faults, or kind=rate pairs "
                              f"(kinds: {', '.join(FAULT_KINDS)})")
@@ -642,7 +704,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
                      stall_seconds=args.stall_seconds)
     return ServerOptions(latency=args.latency, latency_jitter=args.latency_jitter, faults=plan,
                          served_model=args.model, api_key=args.api_key, reasoning_field=args.reasoning_field,
-                         seed=args.seed, echo_auth=args.echo_auth)
+                         seed=args.seed, echo_auth=args.echo_auth, usage=not args.no_usage,
+                         truncate_rate=args.truncate_rate, rephrase_rate=args.rephrase_rate)
 
 
 def make_answerer(args: argparse.Namespace) -> Answerer:

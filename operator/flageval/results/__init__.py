@@ -6,10 +6,12 @@ from flageval.results.store import (
     read_progress,
     read_result,
     read_samples,
+    read_service,
     run_paths,
     write_progress,
     write_result,
     write_samples,
+    write_service,
 )
 
 __all__ = [
@@ -18,8 +20,10 @@ __all__ = [
     "read_progress",
     "read_result",
     "read_samples",
+    "read_service",
     "run_paths",
     "write_progress",
     "write_result",
     "write_samples",
+    "write_service",
 ]

@@ -5,6 +5,7 @@
     <output>/<dataset>/samples.jsonl   every sample record in dataset order, written at the end
     <output>/<dataset>/result.json     the DatasetResult
     <output>/<dataset>/progress.json   the latest progress event, while it runs
+    <output>/service.json              which service the directory's runs evaluated (no API key)
 
 The response cache of one (service, model) lives under the cache root (flageval.engine.cache).
 """
@@ -91,10 +92,28 @@ def read_samples(paths: RunPaths) -> Iterator[SampleRecord]:
         return
 
 
+SERVICE_FILE = "service.json"
+
+
+def write_service(output: Path, service: dict) -> None:
+    """The service's names (eval_model, model, chip, baseline key…) beside its runs: a report reads them."""
+    _atomic_write(Path(output) / SERVICE_FILE, json.dumps(service, indent=2, sort_keys=True) + "\n")
+
+
+def read_service(output: Path) -> dict | None:
+    try:
+        found = json.loads((Path(output) / SERVICE_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def list_results(output: Path) -> list[DatasetResult]:
     """Every dataset result under one service's output directory, sorted by dataset name."""
     found = []
     for child in sorted(Path(output).iterdir()) if Path(output).is_dir() else []:
+        if not child.is_dir():  # service.json
+            continue
         result = read_result(RunPaths(child))
         if result is not None:
             found.append(result)

@@ -1,0 +1,73 @@
+"""`flageval compare` and `flageval report`: read finished results directories, print or write."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from flageval.report.compare import Disagreement, compare_runs, load_run
+
+
+def _excerpt(value, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def disagreement_table(found: list[Disagreement], title: str) -> Table:
+    table = Table(title=title, caption="right→wrong: right on the baseline, wrong here; p: exact McNemar; "
+                                       "identical: responses equal word for word")
+    for column in ("dataset", "paired", "both right", "right→wrong", "wrong→right", "both wrong", "p", "95% CI of diff",
+                   "identical", "same verdict, other text", "unpaired"):
+        table.add_column(column, no_wrap=True)
+    for d in found:
+        table.add_row(d.dataset, str(d.paired), str(d.both_right), str(d.right_to_wrong), str(d.wrong_to_right),
+                      str(d.both_wrong), "—" if d.p_value is None else f"{d.p_value:.3g}",
+                      "—" if d.diff_ci is None else f"[{d.diff_ci[0]:+.2f}, {d.diff_ci[1]:+.2f}]",
+                      "—" if d.agreement_rate is None else f"{d.identical_responses} ({d.agreement_rate:.1f}%)",
+                      str(d.same_verdict_different_text), str(d.unpaired))
+    return table
+
+
+def compare_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="flageval compare",
+        description="Sample-level disagreements between a baseline run (RUN_A) and another run (RUN_B) of the same "
+                    "datasets: the paired 2x2 table, the exact McNemar p-value, flipped samples, identical responses.")
+    parser.add_argument("run_a", type=Path, help="the baseline's results directory (flageval eval --output)")
+    parser.add_argument("run_b", type=Path, help="the other run's results directory")
+    parser.add_argument("--datasets", default=None, help="comma-separated datasets (default: every one both hold)")
+    parser.add_argument("--samples", type=int, default=10, help="flipped samples listed per dataset (table; --json lists all)")
+    parser.add_argument("--json", action="store_true", help="one JSON object, flipped samples with prompts and responses")
+    args = parser.parse_args(argv)
+    try:
+        a, b = load_run(args.run_a), load_run(args.run_b)
+    except ValueError as exc:
+        print(f"flageval: error: {exc}", file=sys.stderr)
+        return 2
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets else None
+    found = compare_runs(a, b, names)
+    if not found:
+        print(f"flageval: error: {args.run_a} and {args.run_b} share no dataset", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"baseline": a.label, "run": b.label, "datasets": [d.as_dict() for d in found]},
+                         indent=2, ensure_ascii=False))
+        return 0
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    out.print(disagreement_table(found, f"{b.label} against {a.label}"))
+    for d in found:
+        if not d.flipped:
+            continue
+        shown = d.flipped[: max(0, args.samples)]
+        out.print(f"\n{d.dataset}: {len(d.flipped)} flipped sample(s)" + (f", first {len(shown)}" if len(shown) < len(d.flipped) else ""),
+                  markup=False, highlight=False)
+        for s in shown:
+            out.print(f"  {s.id}  {s.direction}  target {_excerpt(s.target, 20)}  baseline {_excerpt(s.baseline_extracted, 20)}"
+                      f"  run {_excerpt(s.extracted, 20)}", markup=False, highlight=False)
+    return 0
