@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -154,8 +155,47 @@ def _created(body: Mapping[str, Any]) -> float:
         return 0.0
 
 
+# Candidates of an Evaluation as of one resourceVersion: every status of its namespace may look at them,
+# and parsing each other Evaluation's spec and status again for every status made the operator's CPU time
+# grow with the square of the Evaluations in a namespace.
+_CANDIDATES: OrderedDict[tuple[str, str], list[Candidate[list[DatasetResult]]]] = OrderedDict()
+_CANDIDATES_KEPT = 8192
+
+
 def _candidates(other: Mapping[str, Any]) -> list[Candidate[list[DatasetResult]]]:
     """Another Evaluation's services as baseline candidates, their results as its status holds them."""
+    meta = other.get("metadata") or {}
+    version = (meta.get("uid"), meta.get("resourceVersion"))
+    if None in version:
+        return _parse_candidates(other)
+    found = _CANDIDATES.get(version)
+    if found is None:
+        found = _CANDIDATES[version] = _parse_candidates(other)
+        if len(_CANDIDATES) > _CANDIDATES_KEPT:
+            _CANDIDATES.popitem(last=False)
+    return found
+
+
+class _OnDemand(Sequence):
+    """A sequence built on first use: most services have their baseline in their own Evaluation, and then
+    the other Evaluations are never looked at."""
+
+    def __init__(self, make: Callable[[], list]) -> None:
+        self._make, self._items = make, None
+
+    def _all(self) -> list:
+        if self._items is None:
+            self._items = self._make()
+        return self._items
+
+    def __getitem__(self, index):
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def _parse_candidates(other: Mapping[str, Any]) -> list[Candidate[list[DatasetResult]]]:
     try:
         infos = EvaluationSpec.model_validate(other.get("spec") or {}).eval_infos
         status = EvaluationStatus.model_validate(other.get("status") or {})
@@ -236,7 +276,7 @@ def evaluation_status(
     }
     name = meta.get("name", "")
     mine = [Candidate(name, info.eval_model, info.baseline_key, ref=results_of(own[info.eval_model])) for info in spec.eval_infos]
-    theirs = [c for other in others for c in _candidates(other)]
+    theirs = _OnDemand(lambda: [c for other in others for c in _candidates(other)])
     eval_results = []
     for info, candidate in zip(spec.eval_infos, mine):
         details = own[info.eval_model]
