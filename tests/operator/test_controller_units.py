@@ -8,8 +8,13 @@ import re
 
 import pytest
 from flageval.api import DatasetResult, SampleRecord, Status
-from flageval.api.evaluation import EvaluationTaskResult, TaskOutcome
-from flageval.api.results import pack_verdicts, sample_verdicts, unpack_verdicts
+from flageval.api.evaluation import EvaluationTaskResult, ServingSummary, TaskOutcome
+from flageval.api.results import (
+    ServingFigures,
+    pack_verdicts,
+    sample_verdicts,
+    unpack_verdicts,
+)
 from flageval.controller.jobs import build_jobs, job_name
 from flageval.controller.settings import Settings
 from flageval.controller.status import (
@@ -236,6 +241,25 @@ def test_paired_p_value_and_interval_from_the_runners_sample_verdicts():
     assert detail.diff_ci == [expected.ci_low, expected.ci_high] and expected.ci_high < 0
     body = status_body(evaluation_status(ev, jobs, reports, now=NOW))
     assert body["evalResults"][1]["details"][0]["diffCI"] == detail.diff_ci and body["evalResults"][0]["details"][0]["pValue"] is None
+
+
+def test_status_carries_the_disagreement_counts_and_a_serving_summary():
+    base, other = records([True, True, False, False, True] * 8), records([True, False, True, False, False] * 8)
+    figures = ServingFigures(requests=40, latency_p50_ms=201.5, latency_p99_ms=260.0, output_tokens_per_second=55.0,
+                             truncated=2, truncated_percent=5.0, errors={"http_503": 4, "timeout": 1}, retries={"http_503": 4})
+    other_report = outcome_report("gsm8k", other, 40.0)
+    other_report.result.serving = ServingSummary.of(figures)
+    ev = evaluation(datasets=["gsm8k"])
+    jobs = {("qwen-nvidia-origin", "gsm8k"): done("a"), ("qwen-ascend", "gsm8k"): done("b")}
+    reports = {("qwen-nvidia-origin", "gsm8k"): outcome_report("gsm8k", base, 60.0), ("qwen-ascend", "gsm8k"): other_report}
+    body = status_body(evaluation_status(ev, jobs, reports, now=NOW))
+    detail = body["evalResults"][1]["details"][0]
+    # per block of five: both right 1, right→wrong 2, wrong→right 1, both wrong 1
+    assert detail["disagreement"] == {"bothRight": 8, "rightToWrong": 16, "wrongToRight": 8, "bothWrong": 8}
+    assert detail["pValue"] == round(mcnemar_exact(16, 8), 4)
+    assert detail["serving"] == {"latencyP50Ms": 201.5, "latencyP99Ms": 260.0, "outputTokensPerSecond": 55.0,
+                                 "truncatedPercent": 5.0, "errors": 5, "retries": 4}
+    assert body["evalResults"][0]["details"][0]["disagreement"] is None
 
 
 def test_no_paired_figures_without_comparable_verdicts():

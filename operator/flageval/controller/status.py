@@ -15,6 +15,7 @@ from flageval.api import DatasetResult, Status
 from flageval.api.evaluation import (
     Condition,
     DatasetDetail,
+    Disagreement,
     EvalResult,
     EvaluationSpec,
     EvaluationStatus,
@@ -102,7 +103,7 @@ def _dataset_detail(dataset: str, job: JobState | None, report: EvaluationTaskRe
     if job.complete:
         # S only with the runner's own successful result, which carries the accuracy.
         if outcome is not None and outcome.status == Status.SUCCESS and outcome.accuracy is not None:
-            return DatasetDetail(dataset=dataset, status=Status.SUCCESS, accuracy=outcome.accuracy, **final)
+            return DatasetDetail(dataset=dataset, status=Status.SUCCESS, accuracy=outcome.accuracy, serving=outcome.serving, **final)
         if outcome is None and _seconds_between(job.completed_at, now) < RESULT_GRACE_SECONDS:
             # A runner exits 0 only once its result is accepted; its watch event may trail the Job's.
             return DatasetDetail(dataset=dataset, status=Status.RUNNING, message="Job complete; reading its result", **running)
@@ -301,6 +302,8 @@ def evaluation_status(
                 paired = paired_from_verdicts(base_verdicts, own_verdicts) if base_verdicts and own_verdicts else None
                 if paired is not None:
                     detail.p_value, detail.diff_ci = round(paired.p_value, 4), [paired.ci_low, paired.ci_high]
+                    detail.disagreement = Disagreement(both_right=paired.both_right, right_to_wrong=paired.only_a,
+                                                       wrong_to_right=paired.only_b, both_wrong=paired.both_wrong)
         status = overall_status([d.status for d in details])
         running = next((d for d in details if d.status == Status.RUNNING), None)
         eval_results.append(EvalResult(
