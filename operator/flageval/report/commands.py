@@ -71,3 +71,29 @@ def compare_main(argv: list[str]) -> int:
             out.print(f"  {s.id}  {s.direction}  target {_excerpt(s.target, 20)}  baseline {_excerpt(s.baseline_extracted, 20)}"
                       f"  run {_excerpt(s.extracted, 20)}", markup=False, highlight=False)
     return 0
+
+
+def report_main(argv: list[str]) -> int:
+    from flageval.report.html import write_report
+    from flageval.verdict import DEFAULT_TOLERANCE
+
+    parser = argparse.ArgumentParser(
+        prog="flageval report",
+        description="One self-contained HTML page over results directories: per dataset each chip's accuracy against the "
+                    "baseline (95 %% interval, tolerance band), disagreements with expandable flipped samples, latency "
+                    "distributions, truncation and error rates. The baseline is the first '-nvidia-origin' run, else the first.")
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="results directories (flageval eval --output)")
+    parser.add_argument("--out", type=Path, default=Path("report.html"), help="where to write the page (default report.html)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="release tolerance in points (default 0.5)")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    try:
+        out = write_report(args.runs, args.out, tolerance=args.tolerance, title=args.title)
+    except ValueError as exc:
+        print(f"flageval: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"flageval: error: {exc.name or exc} is missing: pip install 'flageval-operator[report]'", file=sys.stderr)
+        return 2
+    print(f"report written to {out}")
+    return 0
