@@ -96,8 +96,14 @@ def test_full_cycle_on_evaluation_objects(control_plane, kube, namespace, start_
         for entry in diffs:
             for detail in entry["details"]:
                 ds, base = detail["dataset"], expected["qwen3-8b-nvidia-origin"][detail["dataset"]]
-                assert detail == {"dataset": ds, "base_acc": base, "accuracy": expected[entry["eval_model"]][ds],
-                                  "diff": round(expected[entry["eval_model"]][ds] - base, 2)}
+                documented = {k: detail[k] for k in ("dataset", "base_acc", "accuracy", "diff")}
+                assert documented == {"dataset": ds, "base_acc": base, "accuracy": expected[entry["eval_model"]][ds],
+                                      "diff": round(expected[entry["eval_model"]][ds] - base, 2)}
+                # extension: the status's paired counts, where its baseline is the one compared with (same Evaluation)
+                paired = entry["eval_model"] == "qwen3-8b-ascend"
+                assert (detail["p_value"] is not None) is paired
+                if paired:
+                    assert sum(detail[k] for k in ("both_right", "right_to_wrong", "wrong_to_right", "both_wrong")) > 0
         assert client.stop_evaluation(rid, check=False)["err_code"] == 1
         unknown = client.evaluation_progress("eval-000000000000", check=False)
         assert unknown["err_code"] == 1 and "unknown" in unknown["err_msg"]

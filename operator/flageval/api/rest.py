@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from flageval.api.evalinfo import EvalInfo
-from flageval.api.evaluation import EVAL_MODEL_PATTERN, Domain
+from flageval.api.evaluation import EVAL_MODEL_PATTERN, Domain, ServingSummary
 from flageval.api.results import Status
 
 # A request_id is a Kubernetes object name (the Evaluation's) on either backend.
@@ -151,11 +151,27 @@ class EvaluationResponse(Envelope):
     eval_tasks: list[EvalTask] = Field(default_factory=list, description="Each service's task, in request order.")
 
 
+class ServingDetail(BaseModel):
+    """Extension: how the service answered the dataset's requests (all figures: the run's result.json)."""
+
+    latency_p50_ms: float | None = Field(default=None, description="Median latency of the answering attempts, ms.")
+    latency_p99_ms: float | None = Field(default=None, description="99th percentile of the same, ms.")
+    output_tokens_per_second: float | None = Field(default=None, description="Completion tokens per second of latency; null when the service sent no usage.")
+    truncated_percent: float | None = Field(default=None, description="Answers cut by the length limit (finish_reason 'length'), percent.")
+    errors: int = Field(default=0, description="Failed attempts, every kind.")
+    retries: int = Field(default=0, description="Attempts sent again.")
+
+    @classmethod
+    def of(cls, summary: ServingSummary | None) -> ServingDetail | None:
+        return None if summary is None else cls.model_validate(summary.model_dump(by_alias=False))
+
+
 class DatasetDiff(BaseModel):
     dataset: str
     status: Status
     accuracy: float | None = Field(default=None, description="Percent (0–100); null until the dataset finished.")
     diff: float | None = Field(default=None, description="accuracy − baseline accuracy in points; null without a baseline.")
+    serving: ServingDetail | None = Field(default=None, description="Extension: latency, speed, truncation and errors of the run.")
 
 
 class EvalResultEntry(BaseModel):
@@ -192,6 +208,12 @@ class DiffDetail(BaseModel):
     base_acc: float | None = Field(default=None, description="The baseline's accuracy in percent.")
     accuracy: float | None = Field(default=None, description="Percent (0–100).")
     diff: float | None = Field(default=None, description="accuracy − base_acc in points.")
+    p_value: float | None = Field(default=None, description="Extension: exact McNemar p-value on the samples both runs scored; null when not paired.")
+    both_right: int | None = Field(default=None, description="Extension: paired samples right on the baseline and here.")
+    right_to_wrong: int | None = Field(default=None, description="Extension: right on the baseline, wrong here.")
+    wrong_to_right: int | None = Field(default=None, description="Extension: wrong on the baseline, right here.")
+    both_wrong: int | None = Field(default=None, description="Extension: wrong on both.")
+    serving: ServingDetail | None = Field(default=None, description="Extension: latency, speed, truncation and errors of the run.")
 
 
 class DiffEntry(BaseModel):

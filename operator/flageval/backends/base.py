@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from flageval.api import Status
+from flageval.api.evaluation import Disagreement, ServingSummary
 from flageval.api.evalinfo import is_baseline_name
 from flageval.api.rest import REQUEST_ID_PATTERN, EvaluationRequest
 from flageval.api.results import finished_ratio, overall_status
@@ -37,6 +38,12 @@ class DatasetView:
     base_accuracy: float | None = None
     diff: float | None = None
     message: str = ""
+    serving: ServingSummary | None = None
+    # Paired against the baseline: the run's packed sample verdicts (api.results.pack_verdicts), when the
+    # backend holds them; else the counts and p-value its own baseline gave (the Evaluation's status).
+    verdicts: str | None = None
+    p_value: float | None = None
+    disagreement: Disagreement | None = None
 
     @property
     def progress(self) -> str:
@@ -108,6 +115,10 @@ class Backend(Protocol):
 
     async def view(self, request_id: str) -> EvaluationView:
         """Status, progress, accuracies and diffs of one evaluation. Raises UnknownRequest."""
+
+    async def report_dirs(self, request_id: str) -> list[Path]:
+        """The results directories of the evaluation's services (for its HTML report), those that exist.
+        Raises UnknownRequest, or BackendError when this process cannot read them."""
 
     async def aclose(self) -> None: ...
 

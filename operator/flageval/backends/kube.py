@@ -234,6 +234,11 @@ class KubeBackend:
     async def view(self, request_id: str) -> EvaluationView:
         return self._view(await self._get(request_id))
 
+    async def report_dirs(self, request_id: str) -> list[Path]:
+        await self._get(request_id)  # UnknownRequest when there is no such Evaluation
+        raise BackendError(f"the results of evaluation {request_id} are on the cluster's results volume, which this "
+                           "server does not mount; run `flageval report` on the service directories there")
+
     # -- status → view ----------------------------------------------------------------------------
 
     def _view(self, body: dict[str, Any], datasets: list[str] | None = None) -> EvaluationView:
@@ -262,7 +267,8 @@ class KubeBackend:
 
 def _dataset(detail: DatasetDetail) -> DatasetView:
     return DatasetView(dataset=detail.dataset, status=detail.status, done=detail.done, total=detail.total, accuracy=detail.accuracy,
-                       base_accuracy=detail.base_accuracy, diff=detail.diff, message=detail.message)
+                       base_accuracy=detail.base_accuracy, diff=detail.diff, message=detail.message, serving=detail.serving,
+                       p_value=detail.p_value, disagreement=detail.disagreement)
 
 
 def _datasets_of(spec: EvaluationSpec) -> list[str]:

@@ -34,6 +34,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from flageval.api import DatasetResult, EvalInfo, Progress, Status
+from flageval.api.evaluation import ServingSummary
+from flageval.api.results import pack_verdicts, sample_verdicts
 from flageval.api.rest import EvaluationRequest
 from flageval.api.results import overall_status
 from flageval.backends.base import (
@@ -47,7 +49,7 @@ from flageval.backends.base import (
 )
 from flageval.baseline import Candidate, choose_baseline
 from flageval.datasets import default_data_dir
-from flageval.results import RunPaths, read_progress, read_result, run_paths
+from flageval.results import RunPaths, read_progress, read_result, read_samples, run_paths
 from flageval.runner import EXIT_CONFIG, EXIT_TERMINATED
 from flageval.verdict import DEFAULT_TOLERANCE, release_verdict
 
@@ -84,6 +86,8 @@ class Task(BaseModel):
     done: int = 0
     total: int = 0
     crashes: int = 0
+    serving: ServingSummary | None = None
+    verdicts: str | None = None  # packed per-sample verdicts of the finished run, to pair it with a baseline
     stopping: bool = Field(default=False, exclude=True)  # SIGTERM sent by stop; not kept across servers
 
     @property
@@ -377,6 +381,11 @@ class LocalBackend:
     async def view(self, request_id: str) -> EvaluationView:
         return self._view(self._get(request_id))
 
+    async def report_dirs(self, request_id: str) -> list[Path]:
+        evaluation = self._get(request_id)
+        dirs = [self.results_dir(request_id, info.eval_model) for info in evaluation.parsed_infos]
+        return [d for d in dirs if d.is_dir()]
+
     def list_ids(self) -> list[str]:
         return list(self.evaluations)
 
@@ -403,8 +412,10 @@ class LocalBackend:
             progress = self._progress(evaluation.request_id, task)
             if progress is not None:
                 done, total = progress.done, progress.total
+        finished = task.status.finished
         return DatasetView(dataset=task.dataset, status=task.status, done=done, total=total,
-                           accuracy=task.accuracy if task.status.finished else None, message=task.message)
+                           accuracy=task.accuracy if finished else None, message=task.message,
+                           serving=task.serving if finished else None, verdicts=task.verdicts if finished else None)
 
     def _services(self, evaluation: LocalEvaluation) -> list[ServiceView]:
         services = []
@@ -555,6 +566,9 @@ class LocalBackend:
             return False
         task.status, task.accuracy, task.message = result.status, result.accuracy, result.message
         task.done, task.total = result.n_done, result.n_samples
+        task.serving = ServingSummary.of(result.serving)
+        paths = self._run_paths(evaluation.request_id, task)
+        task.verdicts = pack_verdicts(sample_verdicts(read_samples(paths), result.n_samples)) if paths.samples.exists() else None
         return True
 
     def _log_error(self, evaluation: LocalEvaluation, task: Task) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flageval.api import DatasetResult, Status
-from flageval.api.rest import DatasetDiff, DiffDetail, DiffEntry, EvalResultEntry
+from flageval.api.rest import DatasetDiff, DiffDetail, DiffEntry, EvalResultEntry, ServingDetail
 from flageval.api.results import finished_ratio
-from flageval.backends.base import EvaluationView, ServiceView
+from flageval.backends.base import DatasetView, EvaluationView, ServiceView
 from flageval.baseline import Candidate, choose_baseline
-from flageval.verdict import release_verdict
+from flageval.verdict import paired_from_verdicts, release_verdict
 
 
 def results_of(service: ServiceView) -> list[DatasetResult]:
@@ -27,7 +27,8 @@ def eval_results(view: EvaluationView) -> dict[str, list[EvalResultEntry]]:
     return {
         s.eval_model: [EvalResultEntry(
             status=s.status, release=s.release,
-            details=[DatasetDiff(dataset=d.dataset, status=d.status, accuracy=d.accuracy, diff=d.diff) for d in s.datasets],
+            details=[DatasetDiff(dataset=d.dataset, status=d.status, accuracy=d.accuracy, diff=d.diff, serving=ServingDetail.of(d.serving))
+                     for d in s.datasets],
         )]
         for s in view.services
     }
@@ -42,11 +43,39 @@ def compare(views: Sequence[EvaluationView], tolerance: float) -> list[DiffEntry
     for candidate, service in compared:
         base = choose_baseline(candidate, candidates, compare_all=True)
         assert base is not None  # compare_all always finds one among a non-empty set
-        reference = None if base is candidate else results_of(services[(base.evaluation, base.eval_model)])
+        base_service = services[(base.evaluation, base.eval_model)]
+        reference = None if base is candidate else results_of(base_service)
         comparisons, release = release_verdict(results_of(service), reference, tolerance=tolerance)
+        # The status's own pairing is against this same baseline when it is the evaluation's own service of the
+        # same key (the first rule of choose_baseline).
+        own_pairing = base.evaluation == candidate.evaluation and base.key == candidate.key
+        base_datasets = {d.dataset: d for d in base_service.datasets}
+        details = []
+        for c, mine in zip(comparisons, service.datasets):
+            detail = DiffDetail(dataset=c.dataset, base_acc=c.base_accuracy, accuracy=c.accuracy, diff=c.diff,
+                                serving=ServingDetail.of(mine.serving))
+            if base is not candidate:
+                _pair(detail, mine, base_datasets.get(c.dataset), own_pairing)
+            details.append(detail)
         entries.append(DiffEntry(
             request_id=candidate.evaluation, eval_model=service.eval_model, baseline=f"{base.evaluation}/{base.eval_model}",
-            release=release,
-            details=[DiffDetail(dataset=c.dataset, base_acc=c.base_accuracy, accuracy=c.accuracy, diff=c.diff) for c in comparisons],
+            release=release, details=details,
         ))
     return entries
+
+
+def _pair(detail: DiffDetail, mine: DatasetView, base: DatasetView | None, own_pairing: bool) -> None:
+    """The 2×2 counts and p-value against the baseline: from both runs' verdicts when the backend holds them,
+    else the ones the evaluation's status computed against the same baseline."""
+    if base is not None and mine.verdicts and base.verdicts:
+        paired = paired_from_verdicts(base.verdicts, mine.verdicts)
+        if paired is not None:
+            detail.p_value = round(paired.p_value, 4)
+            detail.both_right, detail.right_to_wrong = paired.both_right, paired.only_a
+            detail.wrong_to_right, detail.both_wrong = paired.only_b, paired.both_wrong
+        return
+    if own_pairing and mine.disagreement is not None:
+        detail.p_value = mine.p_value
+        d = mine.disagreement
+        detail.both_right, detail.right_to_wrong, detail.wrong_to_right, detail.both_wrong = (
+            d.both_right, d.right_to_wrong, d.wrong_to_right, d.both_wrong)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from flageval.api import Status
@@ -198,6 +198,42 @@ async def evaluation_diffs_get(
 @operations_router.get("/healthz", response_model=HealthResponse, summary="Liveness")
 async def healthz(backend: BackendDep) -> HealthResponse:
     return HealthResponse(status="ok", backend=backend.name)
+
+
+@operations_router.get("/report/{request_id}", summary="The evaluation's HTML report (flageval report)", response_class=HTMLResponse,
+                       responses={404: {"description": "Unknown request_id, or no dataset finished yet"}})
+async def report(request_id: str, backend: BackendDep, settings: SettingsDep) -> HTMLResponse:
+    import asyncio
+    import html
+
+    from flageval.backends.base import UnknownRequest
+
+    try:
+        dirs = await backend.report_dirs(request_id)
+    except UnknownRequest as exc:
+        return HTMLResponse(f"<p>{html.escape(str(exc))}</p>", status_code=404)
+    except BackendError as exc:
+        return HTMLResponse(f"<p>{html.escape(str(exc))}</p>", status_code=409)
+
+    def build() -> str:
+        from flageval.report.compare import load_run
+        from flageval.report.html import build_report
+
+        runs = []
+        for d in dirs:
+            try:
+                runs.append(load_run(d))
+            except ValueError:  # no dataset of this service has finished yet
+                continue
+        if not runs:
+            raise LookupError(f"evaluation {request_id} has no finished dataset yet")
+        return build_report(runs, tolerance=settings.tolerance, title=f"flageval report: {request_id}")
+
+    try:  # reading samples and drawing charts takes a while: off the event loop
+        page = await asyncio.to_thread(build)
+    except LookupError as exc:
+        return HTMLResponse(f"<p>{html.escape(str(exc))}</p>", status_code=404)
+    return HTMLResponse(page)
 
 
 @operations_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
