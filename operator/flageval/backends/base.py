@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 from flageval.api import Status
-from flageval.api.evaluation import Disagreement, ServingSummary
 from flageval.api.evalinfo import is_baseline_name
+from flageval.api.evaluation import Disagreement, ServingSummary
 from flageval.api.rest import REQUEST_ID_PATTERN, EvaluationRequest
 from flageval.api.results import finished_ratio, overall_status
 

@@ -35,9 +35,8 @@ from pydantic import BaseModel, Field
 
 from flageval.api import DatasetResult, EvalInfo, Progress, Status
 from flageval.api.evaluation import ServingSummary
-from flageval.api.results import pack_verdicts, sample_verdicts
 from flageval.api.rest import EvaluationRequest
-from flageval.api.results import overall_status
+from flageval.api.results import overall_status, pack_verdicts, sample_verdicts
 from flageval.backends.base import (
     BackendError,
     DatasetView,
@@ -49,7 +48,13 @@ from flageval.backends.base import (
 )
 from flageval.baseline import Candidate, choose_baseline
 from flageval.datasets import default_data_dir
-from flageval.results import RunPaths, read_progress, read_result, read_samples, run_paths
+from flageval.results import (
+    RunPaths,
+    read_progress,
+    read_result,
+    read_samples,
+    run_paths,
+)
 from flageval.runner import EXIT_CONFIG, EXIT_TERMINATED
 from flageval.verdict import DEFAULT_TOLERANCE, release_verdict
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flageval.api import DatasetResult, Status
-from flageval.api.rest import DatasetDiff, DiffDetail, DiffEntry, EvalResultEntry, ServingDetail
+from flageval.api.rest import (
+    DatasetDiff,
+    DiffDetail,
+    DiffEntry,
+    EvalResultEntry,
+    ServingDetail,
+)
 from flageval.api.results import finished_ratio
 from flageval.backends.base import DatasetView, EvaluationView, ServiceView
 from flageval.baseline import Candidate, choose_baseline
