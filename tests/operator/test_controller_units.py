@@ -374,3 +374,29 @@ def test_a_refused_eval_url_fails_the_evaluation_without_jobs():
     assert "FLAGEVAL_URL_ALLOW" not in {e["name"] for e in build_jobs(evaluation(), Settings())[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     with pytest.raises(ValueError, match="'10.0.0.0/40' is not a CIDR"):
         Settings(url_allow="10.0.0.0/40")
+
+
+def test_the_report_job_runs_flageval_report_over_the_services_beside_their_results():
+    from flageval.controller.jobs import LABEL_EVALUATION, results_dir
+    from flageval.controller.report_job import (
+        LABEL_REPORT_OF,
+        build_report_job,
+        report_path,
+    )
+    from flageval.controller.settings import Settings
+
+    settings = Settings()
+    ev = evaluation()
+    ev["metadata"].setdefault("uid", "0123456789abcdef")
+    job = build_report_job(ev, settings)
+    meta = ev["metadata"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    dirs = [results_dir(settings, meta["namespace"], meta["name"], meta["uid"], name) for name in ("qwen-nvidia-origin", "qwen-ascend")]
+    assert container["command"][:4] == ["flageval", "report", *dirs]
+    out = container["command"][container["command"].index("--out") + 1]
+    assert out == report_path(settings, ev) and out == f"{dirs[0].rsplit('/', 1)[0]}/report.html"
+    labels = job["metadata"]["labels"]
+    assert LABEL_EVALUATION not in labels and labels[LABEL_REPORT_OF] == meta["name"]  # unseen by the runner Jobs' index
+    assert job["metadata"]["ownerReferences"][0]["uid"] == meta["uid"]
+    claim = job["spec"]["template"]["spec"]["volumes"][0]
+    assert claim["persistentVolumeClaim"]["claimName"] == settings.results_claim

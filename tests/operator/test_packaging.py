@@ -62,10 +62,11 @@ def test_dockerfile_is_hadolint_clean():
 
 
 def test_the_image_can_run_every_domain():
-    """Image datasets (MM, EV) need the mm extra; the data context is copied whole, EV's folders included."""
+    """Image datasets (MM, EV) need the mm extra, the operator's report Job the report extra; the data context is
+    copied whole, EV's folders included."""
     dockerfile = (ROOT / "runner_image/Dockerfile").read_text()
     installs = [line for line in dockerfile.splitlines() if "pip install" in line]
-    assert installs and all('".[operator,mm]"' in line for line in installs), installs
+    assert installs and all('".[operator,mm,report]"' in line for line in installs), installs
     assert "COPY --from=datasets --chown=root:root . /data/datasets" in dockerfile
 
 

@@ -44,6 +44,7 @@ from flageval.backends.base import (
     new_request_id,
     valid_request_id,
 )
+from flageval.results import evaluation_dir
 
 log = logging.getLogger("flageval.backends.kube")
 
@@ -60,6 +61,7 @@ class KubeSettings:
     tolerance: float = 0.5
     limit: int | None = None  # cap on samples per dataset for every evaluation (smoke deployments)
     cache_seconds: float = 1.0  # answers for one evaluation are read at most this often (many clients poll)
+    results_path: str | None = None  # where this process mounts the operator's results volume (for reports)
 
 
 def secret_name(request_id: str) -> str:
@@ -235,9 +237,14 @@ class KubeBackend:
         return self._view(await self._get(request_id))
 
     async def report_dirs(self, request_id: str) -> list[Path]:
-        await self._get(request_id)  # UnknownRequest when there is no such Evaluation
-        raise BackendError(f"the results of evaluation {request_id} are on the cluster's results volume, which this "
-                           "server does not mount; run `flageval report` on the service directories there")
+        body = await self._get(request_id)  # UnknownRequest when there is no such Evaluation
+        if not self.settings.results_path:
+            raise BackendError(f"the results of evaluation {request_id} are on the cluster's results volume, which this server "
+                               "does not mount (--results-path); the operator writes report.html there when it finishes")
+        meta = body["metadata"]
+        root = evaluation_dir(self.settings.results_path, meta.get("namespace") or self.namespace, meta["name"], meta.get("uid", ""))
+        spec = EvaluationSpec.model_validate(body.get("spec") or {})
+        return [Path(root) / info.eval_model for info in spec.eval_infos if (Path(root) / info.eval_model).is_dir()]
 
     # -- status → view ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from flageval.api.evaluation import EvalInfoSpec, EvaluationSpec
 from flageval.api.urlpolicy import UrlPolicy, UrlRefused, url_refusal
 from flageval.controller.settings import Settings
 from flageval.datasets import default_data_dir, suite
+from flageval.results import evaluation_dir
 from flageval.runner import EXIT_CONFIG, EXIT_TERMINATED
 
 LABEL_EVALUATION = "flageval.io/evaluation"
@@ -44,9 +45,8 @@ def job_name(evaluation: str, eval_model: str, dataset: str) -> str:
 
 
 def results_dir(settings: Settings, namespace: str, evaluation: str, uid: str, eval_model: str) -> str:
-    """One directory per Evaluation object: a new object of the same name starts afresh, not from the
-    journals of an earlier one (which may have measured another service)."""
-    return f"{settings.volume_mount_path}/results/{namespace}/{evaluation}-{uid[:8]}/{eval_model}"
+    """One directory per Evaluation object (results.evaluation_dir), one per service in it."""
+    return f"{evaluation_dir(settings.volume_mount_path, namespace, evaluation, uid)}/{eval_model}"
 
 
 def job_labels(settings: Settings, evaluation: str, info: EvalInfoSpec, dataset: str, region: str) -> dict[str, str]:

@@ -30,9 +30,11 @@ from flageval.controller.reconcile import (
     reconcile,
     transition_event,
 )
+from flageval.controller.report_job import build_report_job
 from flageval.controller.settings import Settings
 from flageval.controller.status import JobState, pod_note
 
+FINISHED_PHASES = (Phase.SUCCEEDED.value, Phase.FAILED.value)
 log = logging.getLogger("flageval.operator")
 
 EVALUATIONS = Gauge("flageval_evaluations", "Evaluations by phase", ["phase"])
@@ -335,6 +337,17 @@ class Controller:
         return desired_status(state, jobs, self.reports.get(key, ()), others, ReportsOf(self.reports, namespace), notes, now_text(),
                               self.url_policy)
 
+    async def write_report(self, body: dict[str, Any]) -> None:
+        """The Job that writes report.html beside the finished Evaluation's results (once: a second is refused)."""
+        try:
+            await self.api.create_job(body["metadata"]["namespace"], build_report_job(body, self.settings))
+        except ApiException as exc:
+            if exc.status != 409:
+                log.warning("no report Job for %s/%s: HTTP %s %s", body["metadata"]["namespace"], body["metadata"]["name"],
+                            exc.status, exc.reason)
+        except Exception:
+            log.exception("no report Job for %s/%s", body["metadata"]["namespace"], body["metadata"]["name"])
+
     async def patch_status(self, state: EvaluationState) -> None:
         key = state.key
         namespace, name = key
@@ -359,6 +372,9 @@ class Controller:
             transition = transition_event(old.get("phase"), new["phase"], new)
             if transition:
                 await self.api.post_event(patched, *transition)
+            if (self.settings.write_report and new["phase"] in FINISHED_PHASES and old.get("phase") not in FINISHED_PHASES
+                    and any(d.get("accuracy") is not None for r in new.get("evalResults") or () for d in r.get("details") or ())):
+                self.beside(self.write_report(patched))
             if new["phase"] == Phase.SUCCEEDED.value and old.get("phase") != new["phase"]:
                 # This may be the baseline another Evaluation in the namespace waits for.
                 self.touch(*(k for k in self.evaluations if k[0] == namespace and k != key))

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     )
 
     backoff_limit: int = Field(default=3, ge=0, description="Retries of a failed runner Job before its dataset is OOR.")
+    write_report: bool = Field(default=True, description="When an Evaluation finishes, a Job writes its HTML report (report.html) beside its results.")
     # Unset: 64 and 8, or no cap of the operator's own when Kueue admits the Jobs.
     max_running_jobs: int | None = Field(default=None, ge=1, description="Runner Jobs running at once, cluster-wide.")
     max_running_jobs_per_evaluation: int | None = Field(default=None, ge=1, description="Runner Jobs running at once for one Evaluation.")

@@ -74,7 +74,7 @@ def compare_main(argv: list[str]) -> int:
 
 
 def report_main(argv: list[str]) -> int:
-    from flageval.report.html import write_report
+    from flageval.report.html import load_runs, write_report
     from flageval.verdict import DEFAULT_TOLERANCE
 
     parser = argparse.ArgumentParser(
@@ -88,6 +88,8 @@ def report_main(argv: list[str]) -> int:
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     try:
+        for why in load_runs(args.runs)[1]:
+            print(f"flageval: warning: left out: {why}", file=sys.stderr)
         out = write_report(args.runs, args.out, tolerance=args.tolerance, title=args.title)
     except ValueError as exc:
         print(f"flageval: error: {exc}", file=sys.stderr)

@@ -81,8 +81,22 @@ def build_report(runs: Sequence[RunDir], *, tolerance: float = DEFAULT_TOLERANCE
     )
 
 
+def load_runs(run_dirs: Sequence[Path]) -> tuple[list[RunDir], list[str]]:
+    """The directories that hold results, and why each other one was left out. ValueError when none does."""
+    runs, skipped = [], []
+    for d in run_dirs:
+        try:
+            runs.append(load_run(d))
+        except ValueError as exc:  # a service none of whose datasets finished (refused, never ran)
+            skipped.append(str(exc))
+    if not runs:
+        raise ValueError("; ".join(skipped) or "no runs to report on")
+    return runs, skipped
+
+
 def write_report(run_dirs: Sequence[Path], out: Path, *, tolerance: float = DEFAULT_TOLERANCE, title: str | None = None) -> Path:
-    text = build_report([load_run(d) for d in run_dirs], tolerance=tolerance, title=title)
+    runs, _ = load_runs(run_dirs)
+    text = build_report(runs, tolerance=tolerance, title=title)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -1,7 +1,9 @@
 """The on-disk layout of runs: journals, per-sample records, results, response caches."""
 
 from flageval.results.store import (
+    REPORT_FILE,
     RunPaths,
+    evaluation_dir,
     list_results,
     read_progress,
     read_result,
@@ -15,7 +17,9 @@ from flageval.results.store import (
 )
 
 __all__ = [
+    "REPORT_FILE",
     "RunPaths",
+    "evaluation_dir",
     "list_results",
     "read_progress",
     "read_result",

@@ -6,6 +6,7 @@
     <output>/<dataset>/result.json     the DatasetResult
     <output>/<dataset>/progress.json   the latest progress event, while it runs
     <output>/service.json              which service the directory's runs evaluated (no API key)
+    <output>/../report.html            on the operator's results volume: the Evaluation's HTML report
 
 The response cache of one (service, model) lives under the cache root (flageval.engine.cache).
 """
@@ -93,6 +94,14 @@ def read_samples(paths: RunPaths) -> Iterator[SampleRecord]:
 
 
 SERVICE_FILE = "service.json"
+REPORT_FILE = "report.html"  # an evaluation's HTML report, beside its services' directories
+
+
+def evaluation_dir(root: str, namespace: str, evaluation: str, uid: str) -> str:
+    """Where an Evaluation object's services' directories are on the results volume (mounted at `root`): one
+    directory per object, so a new object of the same name starts afresh, not from the journals of an
+    earlier one (which may have measured another service)."""
+    return f"{root}/results/{namespace}/{evaluation}-{uid[:8]}"
 
 
 def write_service(output: Path, service: dict) -> None:

@@ -216,17 +216,12 @@ async def report(request_id: str, backend: BackendDep, settings: SettingsDep) ->
         return HTMLResponse(f"<p>{html.escape(str(exc))}</p>", status_code=409)
 
     def build() -> str:
-        from flageval.report.compare import load_run
-        from flageval.report.html import build_report
+        from flageval.report.html import build_report, load_runs
 
-        runs = []
-        for d in dirs:
-            try:
-                runs.append(load_run(d))
-            except ValueError:  # no dataset of this service has finished yet
-                continue
-        if not runs:
-            raise LookupError(f"evaluation {request_id} has no finished dataset yet")
+        try:
+            runs, _ = load_runs(dirs)
+        except ValueError:
+            raise LookupError(f"evaluation {request_id} has no finished dataset yet") from None
         return build_report(runs, tolerance=settings.tolerance, title=f"flageval report: {request_id}")
 
     try:  # reading samples and drawing charts takes a while: off the event loop

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("local", "kubernetes"), default=env("FLAGEVAL_SHIM_BACKEND"), help="default: kubernetes with --kubeconfig or in a cluster, else local")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig of the cluster whose Evaluations to serve")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most the first N samples of each dataset (smoke deployments)")
+    p.add_argument("--results-path", default=env("FLAGEVAL_SHIM_RESULTS_PATH"),
+                   help="kubernetes: where this server mounts the operator's results volume (its volumeMountPath), for /report/{request_id}")
     p.add_argument("--namespace", default=env("FLAGEVAL_SHIM_NAMESPACE"), help="namespace of the Evaluations (default: the pod's, else 'default')")
     local = p.add_argument_group("local backend")
     local.add_argument("--state-dir", type=Path, default=Path(env("FLAGEVAL_SHIM_STATE_DIR", str(Path.home() / ".local/state/flageval/serve"))),
@@ -81,7 +83,8 @@ def _make_backend(args: argparse.Namespace):
     if kind == "kubernetes":
         from flageval.backends.kube import KubeBackend, KubeSettings
 
-        return KubeBackend(KubeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace, tolerance=args.tolerance, limit=args.limit))
+        return KubeBackend(KubeSettings(kubeconfig=args.kubeconfig, namespace=args.namespace, tolerance=args.tolerance, limit=args.limit,
+                                        results_path=args.results_path))
     from flageval.backends.local import LocalBackend, LocalSettings
 
     return LocalBackend(LocalSettings(
