@@ -5,8 +5,9 @@ model, in one run, each in its own process.
     .venv/bin/python hack/bench_tasks.py [--concurrency 64] [--limit N]
 
 Per task (bbh_cot_fewshot over chat: 6,511 prompts; hellaswag over completions: 10,042 × 4
-loglikelihood requests): process start → first request the model receives, requests/s from the first
-request to the last, and the client's peak RSS.
+loglikelihood requests): process start → the first of the task's requests the model receives (flageval's
+one-token probe of the endpoint, sent before, does not count), the task's requests per second from its
+first to its last, and the client's peak RSS.
 
 Both read the same local data (lm-eval through flageval's offline loader: it would otherwise go to a
 hub). lm-eval runs with its own TaskManager (it scans every task file at start). lm-eval counts a
@@ -56,6 +57,41 @@ with local_data(default_data_dir()):
 """
 
 
+# The reference model, which also notes when it first answers a request of a task it learnt (the probe,
+# "Hi", is no task's).
+MOCK = r"""
+import asyncio, sys, time
+from flageval.mock_model import server
+
+class Server(server.MockModelServer):
+    def stats(self):
+        return {**super().stats(), "first_task_request_time": self.answerer.first_task_request_time}
+
+    def reset_stats(self):
+        super().reset_stats()
+        self.answerer.first_task_request_time = None
+
+class Noting:
+    def __init__(self, answerer):
+        self.answerer, self.first_task_request_time = answerer, None
+
+    def _note(self, answer):
+        if self.first_task_request_time is None and answer[0] != "unknown":
+            self.first_task_request_time = time.time()
+        return answer
+
+    def chat(self, messages, body):
+        return self._note(self.answerer.chat(messages, body))
+
+    def completion(self, prompt, body):
+        return self._note(self.answerer.completion(prompt, body))
+
+args = server.build_parser().parse_args(sys.argv[1:])
+answerer = Noting(server.make_answerer(args))
+asyncio.run(server._serve_forever(Server(answerer, server.options_from_args(args)), args.host, args.port))
+"""
+
+
 def stats(base: str) -> dict:
     with urllib.request.urlopen(f"{base}/stats", timeout=30) as response:
         return json.load(response)
@@ -65,20 +101,33 @@ def reset(base: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{base}/stats/reset", data=b"", method="POST"), timeout=30).close()
 
 
-def measure(cmd: list[str], base: str, env: dict) -> dict:
-    """Spawn, wait, and read the mock's first and last request times and the child's peak RSS."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a running process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(cmd: list[str], base: str, env: dict, mock_pid: int) -> dict:
+    """Spawn, wait, and read the mock's first and last request times, the child's peak RSS and CPU, and
+    the share of one core the reference model used from the first request to the last (near 1.0: it was
+    the bottleneck)."""
     reset(base)
+    mock_cpu = cpu_seconds(mock_pid)
     started = time.time()
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     err = process.stderr.read().decode(errors="replace") if process.stderr else ""
     seen = stats(base)
-    if process.returncode != 0 or not seen["first_request_time"]:
+    if process.returncode != 0 or not seen["first_task_request_time"]:
         raise SystemExit(f"{cmd[:6]} failed ({process.returncode}):\n{err[-3000:]}")
-    span = max(1e-9, seen["last_request_time"] - seen["first_request_time"])
-    return {"first_request_s": seen["first_request_time"] - started, "requests": seen["total"],
-            "requests_per_s": seen["total"] / span, "peak_rss_mb": usage.ru_maxrss / 1024}
+    first = seen["first_task_request_time"]
+    requests = seen["total"] - seen["by_key"].get("unknown", 0)
+    span = max(1e-9, seen["last_request_time"] - first)
+    mock_cpu = cpu_seconds(mock_pid) - mock_cpu  # it works only while requests come
+    return {"first_request_s": first - started, "requests": requests, "requests_per_s": requests / span,
+            "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "model_cpu_ms_per_request": 1000 * mock_cpu / max(1, requests), "model_core_share": mock_cpu / span}
 
 
 def main() -> int:
@@ -89,7 +138,7 @@ def main() -> int:
     args = parser.parse_args()
     names = args.tasks.split(",")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "operator"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    mock_cmd = [PYTHON, "-m", "flageval.cli", "mock-model", "--port", "0", "--tasks", ",".join(names)]
+    mock_cmd = [PYTHON, "-c", MOCK, "--port", "0", "--tasks", ",".join(names)]
     if args.limit:
         mock_cmd += ["--tasks-limit", str(args.limit)]
     mock = subprocess.Popen(mock_cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -108,15 +157,17 @@ def main() -> int:
                     ours += ["--limit", str(args.limit)]
                 theirs = [PYTHON, "-c", LM_EVAL, name, url, str(args.concurrency), str(args.limit or "none")]
                 for client, cmd in (("flageval", ours), ("lm-eval 0.4.13", theirs)):
-                    result = measure(cmd, base, env)
+                    result = measure(cmd, base, env, mock.pid)
                     rows.append((name, client, result))
                     print(json.dumps({"task": name, "client": client, **result}), flush=True)
         print()
-        print("| task | client | requests | process start → first request | requests/s | peak RSS |")
-        print("|---|---|---|---|---|---|")
+        print("| task | client | requests | process start → first request | requests/s | peak RSS | client CPU "
+              "| model's share of a core |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, client, r in rows:
             print(f"| {name} | {client} | {r['requests']:,} | {r['first_request_s']:.2f} s | "
-                  f"{r['requests_per_s']:,.0f} | {r['peak_rss_mb']:.0f} MB |")
+                  f"{r['requests_per_s']:,.0f} | {r['peak_rss_mb']:.0f} MB | {r['cpu_s']:.1f} s | "
+                  f"{r['model_core_share']:.2f} |")
         for name in names:
             ours_r = next(r for n, c, r in rows if n == name and c == "flageval")
             theirs_r = next(r for n, c, r in rows if n == name and c != "flageval")

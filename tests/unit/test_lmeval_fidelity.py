@@ -195,7 +195,7 @@ def test_documents_equal_those_of_the_datasets_json_loader(name):
     files = {p.stem: str(p) for p in folder.glob("*.jsonl")}
     reference = ConfigurableTask(config={**config, "dataset_path": "json", "dataset_name": None,
                                          "dataset_kwargs": {"data_files": files}})
-    assert [doc for _, doc in dataset.docs[name]] == list(reference.eval_docs)
+    assert [doc for _, doc in dataset.documents(name)] == list(reference.eval_docs)
 
 
 def test_the_shipped_task_index_equals_a_scan_of_the_installed_lm_eval():

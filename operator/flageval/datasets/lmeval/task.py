@@ -17,7 +17,6 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from copy import deepcopy
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
 from flageval.datasets.lmeval.index import is_builtin, registry, scan
-from flageval.datasets.lmeval.offline import local_data
+from flageval.datasets.lmeval.offline import built, local_data
 from flageval.datasets.mmlu import continuation_logprob
 from flageval.engine.types import EndpointKind, Reply, WorkItem
 
@@ -54,22 +53,44 @@ def known(name: str, include_paths: Sequence[Path] = ()) -> bool:
     return bool(include_paths) and name in registry(tuple(Path(p) for p in include_paths))
 
 
+class ChatContext(str):
+    """The JSON text lm-eval's context is, keeping the messages it was made of (not parsed back per request)."""
+
+    messages: list[dict]
+
+
 def chat_template(messages: list[dict], add_generation_prompt: bool = True) -> str:
     """What lm-eval's API models return without a tokenizer: the messages as JSON, sent as they are."""
-    return json.dumps(messages, ensure_ascii=False)
+    context = ChatContext(json.dumps(messages, ensure_ascii=False))
+    context.messages = messages
+    return context
+
+
+RENDERED_KEPT = 8192  # renderings remembered; a task's few-shot examples are rendered for every document
 
 
 def _compile_templates_once() -> None:
     """lm-eval compiles a task's Jinja template anew for every document (≈ 2 ms each, most of the time it
-    takes to build a prompt); rendering the same compiled template gives the same text."""
+    takes to build a prompt); rendering the same compiled template gives the same text. A rendering is also
+    remembered for the document object it rendered (held, so its id is not reused): the few-shot examples,
+    the same objects for every document, and a document's target, read again when it is scored."""
     from lm_eval import utils
 
     if getattr(utils.apply_template, "compiled_once", False):
         return
     compile_template = lru_cache(maxsize=1024)(utils.env.from_string)
+    rendered: dict[tuple[str, int], tuple[dict, str]] = {}
 
     def apply_template(template: str, doc: dict) -> str:
-        return compile_template(template).render(**doc)
+        key = (template, id(doc))
+        known = rendered.get(key)
+        if known is not None and known[0] is doc:
+            return known[1]
+        text = compile_template(template).render(**doc)
+        if len(rendered) >= RENDERED_KEPT:
+            rendered.clear()
+        rendered[key] = (doc, text)
+        return text
 
     apply_template.compiled_once = True  # type: ignore[attr-defined]
     utils.apply_template = apply_template
@@ -129,6 +150,8 @@ def load(name: str, data_dir: Path, include_paths: Sequence[Path] = ()) -> tuple
         except Exception as exc:  # noqa: BLE001 - a task's own config or code failing is that dataset's error
             raise DatasetError(f"{name}: lm-eval could not build the task from {entry.yaml_path or 'its config'}: "
                                f"{_describe(exc)}") from None
+    for task in loaded["tasks"].values():
+        built(task)
     return loaded["tasks"], loaded.get("groups", {})
 
 
@@ -144,7 +167,7 @@ def _describe(exc: BaseException) -> str:
 def body_for(instance: Any, kind: EndpointKind) -> dict[str, Any]:
     """The request lm-eval's local-(chat-)completions model sends for one Instance (without `model`)."""
     if instance.request_type == "generate_until":
-        context, gen_kwargs = instance.args[0], deepcopy(instance.args[1])
+        context, gen_kwargs = instance.args[0], dict(instance.args[1])  # its values are read, never changed
         gen_kwargs.pop("do_sample", None)
         max_tokens = gen_kwargs.pop("max_tokens") if "max_tokens" in gen_kwargs else gen_kwargs.pop("max_gen_toks", MAX_GEN_TOKS)
         temperature = gen_kwargs.pop("temperature", 0)
@@ -152,7 +175,8 @@ def body_for(instance: Any, kind: EndpointKind) -> dict[str, Any]:
         stop = [until] if isinstance(until, str) else list(until or [])
         body = {"max_tokens": max_tokens, "temperature": temperature, "stop": stop, "seed": REQUEST_SEED, **gen_kwargs}
         if kind == "chat":
-            return {"messages": json.loads(context), **body, "stop": stop[:CHAT_MAX_STOP]}
+            messages = context.messages if isinstance(context, ChatContext) else json.loads(context)
+            return {"messages": messages, **body, "stop": stop[:CHAT_MAX_STOP]}
         return {"prompt": context, **body}
     context, continuation = instance.args[0], instance.args[1]
     return {"prompt": context + continuation, "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": True,
@@ -210,14 +234,15 @@ class LMEvalTask:
             raise DatasetError(f"{name} is an lm-eval task: it has no mode '{mode}'")
         self.name, self.kind = name, kind
         self.tasks, self.groups = load(name, Path(data_dir), include_paths)
-        self.docs: dict[str, list[tuple[int, Any]]] = {}
+        self.limit = limit
+        self.counts: dict[str, int] = {}
         for task_name, task in self.tasks.items():
             self._check(task_name, task, kind, allow_code_execution)
             if task.get_config("num_fewshot") is None:
                 task.set_config("num_fewshot", 0)
             task.set_fewshot_seed(seed=FEWSHOT_SEED)
-            # task_docs: the documents lm-eval's doc_iterator walks, already processed when the task was built
-            self.docs[task_name] = list(islice(enumerate(task.task_docs), limit))
+            count = len(task.task_docs)
+            self.counts[task_name] = count if limit is None else min(count, limit)
         self.single = len(self.tasks) == 1 and not self.groups
         self.primary = self._primary_metric()
 
@@ -256,14 +281,19 @@ class LMEvalTask:
         return f"{metric},{task._filters[0].name}"
 
     def total(self) -> int:
-        return sum(len(docs) for docs in self.docs.values())
+        return sum(self.counts.values())
+
+    def documents(self, task_name: str) -> Iterator[tuple[int, Any]]:
+        """(doc id, document) of a task, in lm-eval's order, read as they are needed."""
+        # task_docs: the documents lm-eval's doc_iterator walks, already processed when the task was built
+        return islice(enumerate(self.tasks[task_name].task_docs), self.limit)
 
     def items(self, kind: EndpointKind) -> Iterator[WorkItem]:
         chat = kind == "chat"
         index = 0
         for task_name, task in self.tasks.items():
             repeats = task.get_config("repeats") or 1
-            for doc_id, doc in self.docs[task_name]:
+            for doc_id, doc in self.documents(task_name):
                 # Build every document's context, even one the journal already holds: the sampler's draws
                 # follow the document order.
                 sample_id = f"{self.name}/{doc_id}" if self.single else f"{self.name}/{task_name}/{doc_id}"
