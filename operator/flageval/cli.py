@@ -33,8 +33,11 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", default=None,
                    help="comma-separated native datasets and lm-eval tasks, groups or tags (default: the --mode suite)")
     p.add_argument("--mode", default=None,
-                   help="a suite ('default' = gsm8k,mmlu; 'classic') or a dataset mode, e.g. mmlu 'generative' or "
-                        "'loglikelihood' (default: by endpoint)")
+                   help="a suite ('default' = gsm8k,mmlu; 'classic'; one of --suites) or a dataset mode, e.g. mmlu "
+                        "'generative' or 'loglikelihood' (default: by endpoint)")
+    p.add_argument("--suites", type=Path, default=None,
+                   help="a YAML file of your own suites, {NLP: {name: [datasets]}}, named by --mode "
+                        "(default: FLAGEVAL_SUITES)")
     p.add_argument("--include-path", type=Path, action="append", default=[],
                    help="a folder of your own lm-eval task YAML files (repeatable)")
     p.add_argument("--allow-code-execution", action="store_true",

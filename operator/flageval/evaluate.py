@@ -20,7 +20,7 @@ from rich.table import Table
 
 from flageval.api import DatasetResult, EvalInfo, SampleRecord, Status
 from flageval.api import Progress as ProgressEvent
-from flageval.datasets import DATASETS, SUITES, is_dataset
+from flageval.datasets import DATASETS, DatasetError, is_dataset, suites
 from flageval.engine.probe import probe
 from flageval.results import list_results, read_samples, run_paths
 from flageval.runner import RunRequest, endpoint_for, run
@@ -162,14 +162,14 @@ def _json(info: EvalInfo, results: list[DatasetResult], verdicts: list[DatasetCo
 
 
 def _dataset_names(args: argparse.Namespace) -> tuple[list[str], str | None]:
-    """(datasets to run, the mode each is run in): --datasets, else the NLP suite --mode names; a --mode
-    that is no suite is a dataset mode (mmlu's generative or loglikelihood)."""
-    suites = SUITES["NLP"]
-    is_suite = args.mode in suites
+    """(datasets to run, the mode each is run in): --datasets, else the NLP suite --mode names (built in or
+    from --suites); a --mode that is no suite is a dataset mode (mmlu's generative or loglikelihood)."""
+    named = suites("NLP", args.suites)
+    is_suite = args.mode in named
     if args.datasets:
         names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     else:
-        names = list(suites[args.mode if is_suite else "default"])
+        names = list(named[args.mode if is_suite else "default"])
     return names, None if is_suite else args.mode
 
 
@@ -185,7 +185,10 @@ async def evaluate_locally(args: argparse.Namespace) -> int:
         err.print(f"flageval: error: {message}", markup=False, highlight=False)
         return 2
 
-    names, dataset_mode = _dataset_names(args)
+    try:
+        names, dataset_mode = _dataset_names(args)
+    except DatasetError as exc:  # a suites file that cannot be read
+        return fail(str(exc))
     unknown = [n for n in names if not _known(n, args.include_path)]
     if not names or unknown:
         return fail(f"unknown dataset {', '.join(unknown) or '(none given)'}: neither one of "

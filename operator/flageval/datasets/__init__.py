@@ -37,6 +37,8 @@ SUITES: dict[str, dict[str, list[str]]] = {
            "erqa": ["erqa"], "where2place": ["where2place"]},
 }
 
+SUITES_ENV = "FLAGEVAL_SUITES"  # a file of users' own suites, read wherever a mode is resolved
+
 _REPO_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
 _IMAGE_DATA = Path("/data/datasets")
 
@@ -106,14 +108,57 @@ def present(name: str, data_dir: Path | str) -> bool:
     return getattr(_factory(name), "present", lambda _: True)(Path(data_dir))
 
 
-def suite(domain: str, mode: str | None = None, data_dir: Path | str | None = None) -> list[str]:
-    """The datasets a domain's mode names (mode None: the domain's default suite).
+def user_suites(path: Path | str | None = None) -> dict[str, dict[str, list[str]]]:
+    """Suites a user defines in a YAML (or JSON) file — `path`, else the file FLAGEVAL_SUITES names — shaped as
+    SUITES: {domain: {suite name: [datasets and lm-eval tasks]}}. No file: none. Raises DatasetError naming the
+    file and what is wrong; a built-in suite is not redefined."""
+    path = path or os.environ.get(SUITES_ENV)
+    if not path:
+        return {}
+    import yaml
 
-    With data_dir, the default MM and EV suites keep the datasets whose files are there; when none
-    is, all stay, so that each fails with the location it expected."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DatasetError(f"suites file {path}: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"suites file {path}: expected a mapping of domain → suite name → datasets, e.g. "
+                           "{NLP: {parity: [gsm8k, arc_challenge]}}")
+    found: dict[str, dict[str, list[str]]] = {}
+    for domain, named in data.items():
+        if domain not in SUITES:
+            raise DatasetError(f"suites file {path}: unknown domain '{domain}'; known: {', '.join(SUITES)}")
+        if not isinstance(named, dict):
+            raise DatasetError(f"suites file {path}: {domain} must map suite names to lists of datasets")
+        for name, names in named.items():
+            where = f"suites file {path}: {domain} suite '{name}'"
+            if not isinstance(name, str) or not name:
+                raise DatasetError(f"suites file {path}: {domain}: a suite name must be a non-empty string")
+            if name in SUITES[domain]:
+                raise DatasetError(f"{where} is built in; give yours another name")
+            if (not isinstance(names, list) or not names
+                    or not all(isinstance(n, str) and n.strip() for n in names)):
+                raise DatasetError(f"{where} must be a non-empty list of dataset names")
+            found.setdefault(domain, {})[name] = list(dict.fromkeys(n.strip() for n in names))
+    return found
+
+
+def suites(domain: str, path: Path | str | None = None) -> dict[str, list[str]]:
+    """A domain's suites by name: the built-in ones, then the user's (see user_suites)."""
     modes = SUITES.get(domain)
     if modes is None:
         raise DatasetError(f"unknown domain '{domain}'; known: {', '.join(SUITES)}")
+    return {**modes, **user_suites(path).get(domain, {})}
+
+
+def suite(domain: str, mode: str | None = None, data_dir: Path | str | None = None,
+          suites_file: Path | str | None = None) -> list[str]:
+    """The datasets a domain's mode names (mode None: the domain's default suite; a user's suite from
+    `suites_file`, else FLAGEVAL_SUITES).
+
+    With data_dir, the default MM and EV suites keep the datasets whose files are there; when none
+    is, all stay, so that each fails with the location it expected."""
+    modes = suites(domain, suites_file)
     key = mode or "default"
     if key not in modes:
         raise DatasetError(f"unknown mode '{key}' for domain {domain}; known: {', '.join(modes)}")
@@ -124,5 +169,5 @@ def suite(domain: str, mode: str | None = None, data_dir: Path | str | None = No
     return names
 
 
-__all__ = ["DATASETS", "SUITES", "Dataset", "DatasetError", "default_data_dir", "get_dataset", "is_dataset", "present",
-           "suite"]
+__all__ = ["DATASETS", "SUITES", "SUITES_ENV", "Dataset", "DatasetError", "default_data_dir", "get_dataset", "is_dataset", "present",
+           "suite", "suites", "user_suites"]

@@ -25,13 +25,14 @@ def _fingerprint(value: Any) -> bytes:
 
 
 def task_names(spec: str) -> list[str]:
-    """Comma-separated task names; an NLP suite name stands for its lm-eval tasks."""
-    from flageval.datasets import DATASETS, SUITES
+    """Comma-separated task names; an NLP suite name (built in or FLAGEVAL_SUITES') stands for its lm-eval tasks."""
+    from flageval.datasets import DATASETS, suites
 
+    named = suites("NLP")
     names: list[str] = []
     for part in (p.strip() for p in spec.split(",")):
-        if part in SUITES["NLP"]:
-            names += [n for n in SUITES["NLP"][part] if n not in DATASETS]
+        if part in named:
+            names += [n for n in named[part] if n not in DATASETS]
         elif part:
             names.append(part)
     return list(dict.fromkeys(names))
