@@ -7,7 +7,8 @@ model, in one run, each in its own process.
 Per task (bbh_cot_fewshot over chat: 6,511 prompts; hellaswag over completions: 10,042 × 4
 loglikelihood requests): process start → the first of the task's requests the model receives (flageval's
 one-token probe of the endpoint, sent before, does not count), the task's requests per second from its
-first to its last, and the client's peak RSS.
+first to its last, the time from start to exit (results written), the client's peak RSS and CPU, and
+the reference model's share of a core while the requests came (near 1: it would be the bottleneck).
 
 Both read the same local data (lm-eval through flageval's offline loader: it would otherwise go to a
 hub). lm-eval runs with its own TaskManager (it scans every task file at start). lm-eval counts a
@@ -116,6 +117,7 @@ def measure(cmd: list[str], base: str, env: dict, mock_pid: int) -> dict:
     started = time.time()
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     _, status, usage = os.wait4(process.pid, 0)
+    wall = time.time() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     err = process.stderr.read().decode(errors="replace") if process.stderr else ""
     seen = stats(base)
@@ -125,7 +127,7 @@ def measure(cmd: list[str], base: str, env: dict, mock_pid: int) -> dict:
     requests = seen["total"] - seen["by_key"].get("unknown", 0)
     span = max(1e-9, seen["last_request_time"] - first)
     mock_cpu = cpu_seconds(mock_pid) - mock_cpu  # it works only while requests come
-    return {"first_request_s": first - started, "requests": requests, "requests_per_s": requests / span,
+    return {"first_request_s": first - started, "wall_s": wall, "requests": requests, "requests_per_s": requests / span,
             "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
             "model_cpu_ms_per_request": 1000 * mock_cpu / max(1, requests), "model_core_share": mock_cpu / span}
 
@@ -161,12 +163,12 @@ def main() -> int:
                     rows.append((name, client, result))
                     print(json.dumps({"task": name, "client": client, **result}), flush=True)
         print()
-        print("| task | client | requests | process start → first request | requests/s | peak RSS | client CPU "
-              "| model's share of a core |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| task | client | requests | process start → first request | requests/s | start → exit | peak RSS "
+              "| client CPU | model's share of a core |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, client, r in rows:
             print(f"| {name} | {client} | {r['requests']:,} | {r['first_request_s']:.2f} s | "
-                  f"{r['requests_per_s']:,.0f} | {r['peak_rss_mb']:.0f} MB | {r['cpu_s']:.1f} s | "
+                  f"{r['requests_per_s']:,.0f} | {r['wall_s']:.1f} s | {r['peak_rss_mb']:.0f} MB | {r['cpu_s']:.1f} s | "
                   f"{r['model_core_share']:.2f} |")
         for name in names:
             ours_r = next(r for n, c, r in rows if n == name and c == "flageval")

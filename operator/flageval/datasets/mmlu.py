@@ -11,7 +11,9 @@ subject, as lm-eval's --limit does for the tasks of a group.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 from flageval.api import SampleRecord
@@ -50,11 +52,25 @@ def _doc(row: list[str], path: Path, number: int) -> dict:
     return {"question": row[0], "choices": row[1:5], "answer": int(row[5])}
 
 
+SCAN_BACK = 8  # tokens before the one the context ends in that are read too (a token's text may run past the next offset)
+
+
+def first_continuation_token(offsets: list[int], context_chars: int) -> int:
+    """Where to start reading the echoed tokens for the continuation: a few tokens before the one the
+    context ends in (offsets are increasing: found by bisection, not by reading the whole prompt), or the
+    first token when the offsets are not in order."""
+    if offsets != sorted(offsets):
+        return 0
+    return max(0, bisect_right(offsets, context_chars) - 1 - SCAN_BACK)
+
+
 def continuation_logprob(logprobs: dict, context_chars: int, prompt_chars: int) -> float:
     """Sum of the logprobs of the echoed tokens that overlap the continuation (by text offset)."""
     total = 0.0
     tokens, token_logprobs, offsets = logprobs["tokens"], logprobs["token_logprobs"], logprobs["text_offset"]
-    for token, logprob, start in zip(tokens, token_logprobs, offsets):
+    first = first_continuation_token(offsets, context_chars)
+    for token, logprob, start in zip(islice(tokens, first, None), islice(token_logprobs, first, None),
+                                     islice(offsets, first, None)):
         end = start + len(token)
         if start >= prompt_chars:  # the generated token after the echo
             break

@@ -55,7 +55,7 @@ def _build_once(task: Any) -> None:
     """While lm-eval builds a task (download is the first thing it does): each split is processed once,
     not once for the few-shot pool and again for the documents (lm-eval's process_docs run by `datasets.map`:
     seconds for 10,000 documents); a 0-shot task gets no few-shot sampler, which would copy its pool
-    document by document and never draw from it. `built` undoes both once the task is made."""
+    document by document and never draw from it (`built` gives it back its own once the task is made)."""
     for name in ("training_docs", "validation_docs", "test_docs"):
         setattr(task, name, _once(getattr(task, name)))
     if not (task.config.num_fewshot or 0):
@@ -74,9 +74,9 @@ def _once(method: Any) -> Any:
 
 
 def built(task: Any) -> None:
-    """The task behaves as lm-eval made it again (its processed documents are kept in task_docs)."""
-    for name in ("training_docs", "validation_docs", "test_docs", "fewshot_docs"):
-        task.__dict__.pop(name, None)
+    """The task made: its few-shot pool is its own again; its splits stay processed once (lm-eval's
+    results count the documents through eval_docs, which would process them again)."""
+    task.__dict__.pop("fewshot_docs", None)
 
 
 def _beside_the_task(data_files: Any, config: Any) -> Any:

@@ -22,11 +22,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from flageval.api import SampleRecord
 from flageval.datasets.base import DatasetError
 from flageval.datasets.lmeval.index import is_builtin, registry, scan
 from flageval.datasets.lmeval.offline import built, local_data
-from flageval.datasets.mmlu import continuation_logprob
+from flageval.datasets.mmlu import continuation_logprob, first_continuation_token
 from flageval.engine.types import EndpointKind, Reply, WorkItem
 
 FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_random_seed
@@ -61,7 +63,7 @@ class ChatContext(str):
 
 def chat_template(messages: list[dict], add_generation_prompt: bool = True) -> str:
     """What lm-eval's API models return without a tokenizer: the messages as JSON, sent as they are."""
-    context = ChatContext(json.dumps(messages, ensure_ascii=False))
+    context = ChatContext(orjson.dumps(messages).decode())
     context.messages = messages
     return context
 
@@ -191,16 +193,37 @@ def loglikelihood(reply: Reply, context: str, continuation: str) -> tuple[float,
     prompt_chars = len(context) + len(continuation)
     total = continuation_logprob(logprobs, len(context), prompt_chars)
     greedy = True
+    tokens, token_logprobs, offsets = logprobs["tokens"], logprobs["token_logprobs"], logprobs["text_offset"]
     tops = logprobs.get("top_logprobs") or []
-    for i, (token, logprob, start) in enumerate(zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["text_offset"])):
+    for i in range(first_continuation_token(offsets, len(context)), len(tokens)):
+        start, logprob = offsets[i], token_logprobs[i]
         if start >= prompt_chars:
             break
-        if start + len(token) > len(context) and logprob is not None:
+        if start + len(tokens[i]) > len(context) and logprob is not None:
             top = tops[i] if i < len(tops) else None
             if not top or logprob < max(top.values()):
                 greedy = False
                 break
     return total, greedy
+
+
+DOCS_BATCH = 256
+
+
+def _rows(docs: Any) -> Iterator[dict]:
+    """The documents as iterating them gives them; a Dataset's are read a batch at a time (one Arrow slice
+    made Python per batch, not per row: the same values, as neither decodes a feature here)."""
+    import datasets
+    from datasets.features.features import require_decoding
+
+    if (not isinstance(docs, datasets.Dataset) or docs.format["type"] is not None
+            or any(require_decoding(feature) for feature in docs.features.values())):
+        yield from docs
+        return
+    for batch in docs.iter(batch_size=DOCS_BATCH):
+        keys = list(batch)
+        for values in zip(*batch.values()):
+            yield dict(zip(keys, values))
 
 
 def _jsonable(value: Any) -> Any:
@@ -286,7 +309,7 @@ class LMEvalTask:
     def documents(self, task_name: str) -> Iterator[tuple[int, Any]]:
         """(doc id, document) of a task, in lm-eval's order, read as they are needed."""
         # task_docs: the documents lm-eval's doc_iterator walks, already processed when the task was built
-        return islice(enumerate(self.tasks[task_name].task_docs), self.limit)
+        return islice(enumerate(_rows(self.tasks[task_name].task_docs)), self.limit)
 
     def items(self, kind: EndpointKind) -> Iterator[WorkItem]:
         chat = kind == "chat"
