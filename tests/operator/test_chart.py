@@ -344,6 +344,16 @@ def test_shim_and_service_monitor(helm):
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["flageval"]}
 
 
+def test_shim_mounts_the_results_read_only_for_reports_when_asked(helm):
+    plain = find(render(helm, "shim.enabled=true"), "Deployment", "fe-shim")["spec"]["template"]["spec"]
+    assert "volumes" not in plain and "volumeMounts" not in plain["containers"][0]
+    spec = find(render(helm, "shim.enabled=true", "shim.mountResults=true"), "Deployment", "fe-shim")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert spec["volumes"] == [{"name": "results", "persistentVolumeClaim": {"claimName": "flageval-results", "readOnly": True}}]
+    assert container["volumeMounts"] == [{"name": "results", "mountPath": "/var/lib/flageval", "readOnly": True}]
+    assert {"name": "FLAGEVAL_SHIM_RESULTS_PATH", "value": "/var/lib/flageval"} in container["env"]
+
+
 def test_chart_readme_documents_every_top_level_value_and_argocd():
     readme = (CHART / "README.md").read_text()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
