@@ -92,7 +92,8 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 def _table(info: EvalInfo, verdicts: list[DatasetComparison], release: bool, has_baseline: bool) -> Table:
     table = Table(
         title=f"{info.eval_model} ({info.chip}) — release: {'YES' if release else 'NO'}",
-        caption="p: exact McNemar on paired samples; 95% CI: paired bootstrap of the diff" if has_baseline else None,
+        caption="p: exact McNemar on paired samples (— for scores on a scale); 95% CI: paired bootstrap of the diff"
+        if has_baseline else None,
     )
     for column in ("dataset", "status", "accuracy", "baseline", "diff", "p", "95% CI", "verdict"):
         table.add_column(column, no_wrap=True)
@@ -104,7 +105,7 @@ def _table(info: EvalInfo, verdicts: list[DatasetComparison], release: bool, has
             _fmt(v.accuracy),
             _fmt(v.base_accuracy) if has_baseline else "—",
             _fmt(v.diff, signed=True) if has_baseline else "—",
-            f"{p.p_value:.3g}" if p else "—",
+            f"{p.p_value:.3g}" if p and p.p_value is not None else "—",
             f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]" if p else "—",
             ("ok" if v.within_tolerance else "differs" if v.diff is not None else "no baseline") if has_baseline else "",
         )

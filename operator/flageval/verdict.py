@@ -13,7 +13,7 @@ from math import comb
 import numpy as np
 
 from flageval.api import DatasetResult, SampleRecord, Status
-from flageval.api.results import unpack_verdicts
+from flageval.api.results import is_verdict, unpack_verdicts
 
 DEFAULT_TOLERANCE = 0.5  # points of accuracy, FlagEval's release rule
 
@@ -23,13 +23,14 @@ class PairedTest:
     """How likely the two runs differ beyond chance, on the samples both answered."""
 
     n: int  # paired samples
-    only_a: int  # right in run A, wrong in run B
-    only_b: int  # wrong in run A, right in run B
-    p_value: float  # exact two-sided McNemar
+    only_a: int  # right in run A, wrong in run B (on a scale: A scored higher)
+    only_b: int  # wrong in run A, right in run B (on a scale: B scored higher)
+    p_value: float | None  # exact two-sided McNemar; None for scores on a scale (no right/wrong to pair)
     ci_low: float  # paired-bootstrap 95 % CI of accuracy(B) − accuracy(A), in points
     ci_high: float
     both_right: int = 0
     both_wrong: int = 0
+    scale: bool = False  # per-sample scores on a scale (truthfulqa_mc2): the paired bootstrap only
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,38 @@ def paired_test(
     resamples: int = 2000,
     seed: int = 1234,
 ) -> PairedTest | None:
-    """McNemar and bootstrap on samples both runs scored; None when they share none."""
+    """McNemar and bootstrap on samples both runs scored; None when they share none. Scores on a scale
+    (not all 0 or 1: truthfulqa_mc2) get the paired bootstrap of the mean difference only."""
     scored_a = {r.id: r.scores[metric] for r in records_a if r.error is None and metric in r.scores}
-    pairs = [(scored_a[r.id] >= 0.5, r.scores[metric] >= 0.5)
-             for r in records_b if r.error is None and metric in r.scores and r.id in scored_a]
+    values = [(scored_a[r.id], r.scores[metric])
+              for r in records_b if r.error is None and metric in r.scores and r.id in scored_a]
+    if not all(is_verdict(a) and is_verdict(b) for a, b in values):
+        return paired_on_scale(values, resamples=resamples, seed=seed)
+    pairs = [(a >= 0.5, b >= 0.5) for a, b in values]
     return paired_from_pairs(pairs, resamples=resamples, seed=seed)
+
+
+BOOTSTRAP_CHUNK = 250  # resamples drawn at a time: n × chunk weights in memory, not n × resamples
+
+
+def paired_on_scale(values: Sequence[tuple[float, float]], *, resamples: int = 2000,
+                    seed: int = 1234) -> PairedTest | None:
+    """Paired bootstrap of mean(B) − mean(A), in points, for per-sample scores on a scale; None without
+    pairs. McNemar needs right/wrong pairs and is not computed."""
+    if not values:
+        return None
+    n = len(values)
+    a = np.array([x for x, _ in values], dtype=float)
+    b = np.array([y for _, y in values], dtype=float)
+    diff = b - a
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, resamples, BOOTSTRAP_CHUNK):
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(BOOTSTRAP_CHUNK, resamples - start))
+        means.append(counts @ diff / n)
+    low, high = np.percentile(np.concatenate(means) * 100.0, [2.5, 97.5])
+    return PairedTest(n, int((a > b).sum()), int((b > a).sum()), None, round(float(low), 2), round(float(high), 2),
+                      scale=True)
 
 
 @lru_cache(maxsize=4096)
@@ -85,7 +113,7 @@ def paired_from_verdicts(packed_a: str, packed_b: str, *, resamples: int = 2000,
 
 def paired_from_pairs(pairs: Sequence[tuple[bool, bool]], *, resamples: int = 2000, seed: int = 1234) -> PairedTest | None:
     """The test on (right in A, right in B) per paired sample; None without pairs. Every way of pairing
-    two runs ends here."""
+    two runs' right/wrong verdicts ends here (scores on a scale: paired_on_scale)."""
     return _paired(pairs, resamples, seed)
 
 

@@ -67,3 +67,43 @@ def test_paired_test_counts_discordant_pairs_and_brackets_the_diff():
 
 def test_paired_test_without_common_samples_is_none():
     assert paired_test([SampleRecord(id="a", index=0, scores={"acc": 1})], [SampleRecord(id="b", index=0, scores={"acc": 1})], "acc") is None
+
+
+def mc2_like(rng, n, shift):
+    """truthfulqa_mc2-shaped scores: the probability mass on the true answers, a value in [0, 1]."""
+    a = [rng.random() for _ in range(n)]
+    b = [min(1.0, max(0.0, x + shift + rng.gauss(0, 0.05))) for x in a]
+    return ([SampleRecord(id=f"s{i}", index=i, scores={"acc": x}) for i, x in enumerate(a)],
+            [SampleRecord(id=f"s{i}", index=i, scores={"acc": y}) for i, y in enumerate(b)])
+
+
+def test_scores_on_a_scale_get_the_paired_bootstrap_only():
+    import numpy as np
+
+    rng = random.Random(3)
+    a, b = mc2_like(rng, 817, 0.0)
+    test = paired_test(a, b, "acc")
+    assert test.scale and test.p_value is None  # no McNemar on values that are not right/wrong
+    diffs = np.array([y.scores["acc"] - x.scores["acc"] for x, y in zip(a, b)]) * 100
+    assert test.only_a == int((diffs < 0).sum()) and test.only_b == int((diffs > 0).sum())
+    # the bootstrap interval of the mean paired difference ≈ mean ± 1.96 standard errors
+    half = 1.96 * diffs.std(ddof=1) / len(diffs) ** 0.5
+    assert test.ci_low == pytest.approx(diffs.mean() - half, abs=0.1)
+    assert test.ci_high == pytest.approx(diffs.mean() + half, abs=0.1)
+    assert test.ci_low < 0 < test.ci_high  # no shift: zero inside
+    assert paired_test(a, b, "acc") == test  # seeded
+
+    a, b = mc2_like(rng, 817, -0.03)  # three points lower on the scale
+    shifted = paired_test(a, b, "acc")
+    assert shifted.ci_high < 0 and shifted.ci_low > -4.5
+
+
+def test_a_scale_dataset_sends_no_verdicts_to_pair_in_its_report():
+    from flageval.api.evaluation import TaskOutcome
+
+    rng = random.Random(4)
+    done = DatasetResult(dataset="truthfulqa_mc2", status=Status.SUCCESS, accuracy=50.0, n_samples=817)
+    scale, _ = mc2_like(rng, 817, 0.0)
+    assert TaskOutcome.of(done, scale).sample_verdicts is None
+    verdicts = [SampleRecord(id=f"s{i}", index=i, scores={"acc": float(i % 2)}) for i in range(817)]
+    assert TaskOutcome.of(done, verdicts).sample_verdicts is not None

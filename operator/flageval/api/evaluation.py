@@ -19,6 +19,7 @@ from flageval.api.results import (
     SampleRecord,
     ServingFigures,
     Status,
+    is_verdict,
     pack_verdicts,
     sample_verdicts,
 )
@@ -313,7 +314,8 @@ class TaskOutcome(CamelModel):
         outcome = cls.model_validate(result.model_dump(exclude={"serving"}))
         outcome.serving = ServingSummary.of(result.serving)
         records = list(records)
-        if records:
+        # a score on a scale (truthfulqa_mc2) has no right/wrong to pair: no McNemar for it
+        if records and all(is_verdict(next(iter(r.scores.values()))) for r in records if r.scores):
             outcome.sample_verdicts = pack_verdicts(sample_verdicts(records, result.n_samples))
         return outcome
 

@@ -139,6 +139,12 @@ class DatasetResult(BaseModel):
     serving: ServingFigures | None = Field(default=None, description="How the service answered: latency, tokens, truncation, errors.")
 
 
+def is_verdict(score: float) -> bool:
+    """A per-sample score that is right or wrong (0 or 1), not a value on a scale (truthfulqa_mc2's
+    probability mass on the true answers): only verdicts pair as right/wrong, for McNemar."""
+    return score in (0.0, 1.0)
+
+
 def sample_verdicts(records: Iterable[SampleRecord], total: int) -> str:
     """One character per sample in dataset order — '1' right, '0' wrong, '-' failed or unscored — by the
     score the headline accuracy averages (a record's first). Enough to pair two runs sample by sample."""
