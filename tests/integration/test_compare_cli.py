@@ -119,3 +119,8 @@ def test_eval_details_prints_the_serving_figures(tmp_path):
     assert serving["requests"] == 30 and serving["truncated"] == truncated > 0
     assert f"{truncated} ({serving['truncated_percent']:.1f}%)" in proc.stdout
     assert serving["usage_reported"] == 30 and serving["latency_p50_ms"] >= 20
+    # the runner's metrics, kept beside the result, say the same
+    metrics = (tmp_path / "out" / "gsm8k" / "metrics.prom").read_text()
+    assert f'flageval_engine_answers_total{{finish_reason="length"}} {float(truncated)}' in metrics
+    assert f'flageval_engine_answers_total{{finish_reason="stop"}} {float(30 - truncated)}' in metrics
+    assert "flageval_engine_output_tokens_total" in metrics
