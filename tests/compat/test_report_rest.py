@@ -56,3 +56,11 @@ def test_diffs_carry_paired_counts_and_serving_figures_and_the_report_is_served(
     assert page.text.count('class="flipped"') == len(expected["flipped"])
     missing = httpx.get(f"{shim.url}/report/eval-000000000000", timeout=30)
     assert missing.status_code == 404 and "unknown request_id" in missing.text
+
+
+def test_the_report_needs_the_token_when_the_server_has_one(start_shim):
+    shim = start_shim("--token", "report-token-123")
+    unknown = f"{shim.url}/report/eval-000000000000"
+    assert httpx.get(unknown, timeout=30).status_code == 401  # prompts and answers are not public
+    answer = httpx.get(unknown, headers={"Authorization": "Bearer report-token-123"}, timeout=30)
+    assert answer.status_code == 404 and "unknown request_id" in answer.text

@@ -12,6 +12,7 @@ from flageval.mock_model.server import serve_in_thread
 from support.cluster import results_claim, wait_for
 
 pytestmark = pytest.mark.cluster
+RUNNER_JOBS = "flageval.io/evaluation"  # runner Jobs only (not the report Job written after an Evaluation ends)
 G, V, P = "flageval.io", "v1alpha1", "evaluations"
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
 DATA = default_data_dir()
@@ -73,7 +74,7 @@ def test_one_nvidia_runner_at_a_time_under_the_quota_and_ascend_runs_beside(kube
         most_nvidia, ascend_beside_waiting_nvidia, messages = 0, False, set()
         deadline = time.monotonic() + 480
         while time.monotonic() < deadline:
-            jobs = kube.batch.list_namespaced_job(namespace).items
+            jobs = kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items
             unfinished = [j for j in jobs if not finished(j)]
             admitted = {v: [j for j in unfinished if j.metadata.labels["flageval.io/chip-vendor"] == v and not j.spec.suspend] for v in ("nvidia", "ascend")}
             waiting_nvidia = [j for j in unfinished if j.metadata.labels["flageval.io/chip-vendor"] == "nvidia" and j.spec.suspend]
@@ -94,7 +95,7 @@ def test_one_nvidia_runner_at_a_time_under_the_quota_and_ascend_runs_beside(kube
     assert ascend_beside_waiting_nvidia  # the NVIDIA quota held no Ascend runner back
     quoted = [m for m in messages if m.startswith(f"waiting for Kueue admission in ClusterQueue {chip_queue}")]
     assert any(f"nvidia-bj-{namespace}" in m and "insufficient unused quota for pods" in m for m in quoted), messages
-    jobs = kube.batch.list_namespaced_job(namespace).items
+    jobs = kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items
     assert all(j.metadata.labels["kueue.x-k8s.io/queue-name"] == "flageval" for j in jobs)
 
 
@@ -126,7 +127,7 @@ def test_suspend_and_resume_through_the_workload_under_kueue(kube, namespace, st
         status = status_when(lambda s: s.get("phase") == "Suspended" and s["evalResults"][0]["details"][0]["status"] == "C", 90, "Suspended")
         wait_for(lambda: not kube.core.list_namespaced_pod(namespace, label_selector="flageval.io/evaluation=slow").items, 60, "pods gone")
         assert workload()["spec"]["active"] is False  # stopped through Kueue, which suspended the Job
-        (job,) = kube.batch.list_namespaced_job(namespace).items
+        (job,) = kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items
         assert job.spec.suspend is True
         asked = model.stats()["total"]
         assert 20 <= asked < limit

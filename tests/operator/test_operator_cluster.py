@@ -16,6 +16,7 @@ from kubernetes import client
 from support.cluster import results_claim, wait_for
 
 pytestmark = pytest.mark.cluster
+RUNNER_JOBS = "flageval.io/evaluation"  # runner Jobs only (not the report Job written after an Evaluation ends)
 G, V, P = "flageval.io", "v1alpha1", "evaluations"
 DATA = default_data_dir()
 ACCURACY = 0.7
@@ -187,14 +188,14 @@ def test_operator_killed_mid_run_restarts_without_duplicate_jobs_and_status_conv
             return status.get("phase") == "Running" and all(r.get("runningProgress", "0/").split("/")[0] not in ("", "0")
                                                             for r in status.get("evalResults") or [{}, {}])
         wait_status(kube, namespace, "restart", running_both, 120, "both runs under way")
-        before = {j.metadata.name: j.metadata.uid for j in kube.batch.list_namespaced_job(namespace).items}
+        before = {j.metadata.name: j.metadata.uid for j in kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items}
         assert len(before) == 2
         first.stop("KILL")
         second = start_operator(namespace)
         status = wait_status(kube, namespace, "restart", lambda s: s.get("phase") in ("Succeeded", "Failed"), 240, "the run to finish")
 
     assert status["phase"] == "Succeeded", status
-    after = {j.metadata.name: j.metadata.uid for j in kube.batch.list_namespaced_job(namespace).items}
+    after = {j.metadata.name: j.metadata.uid for j in kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items}
     assert after == before  # the same two Jobs: none created again, none replaced
     expected = intended_accuracy("gsm8k", DATA, ACCURACY, 5, limit)
     assert [r["details"][0]["accuracy"] for r in status["evalResults"]] == [expected, expected]
@@ -213,7 +214,7 @@ def test_caps_on_running_jobs_hold_the_rest_pending(kube, namespace, start_opera
         seen_running, seen_waiting = [], []
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            jobs = kube.batch.list_namespaced_job(namespace).items
+            jobs = kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items
             running = [j for j in jobs if not any(c.type in ("Complete", "Failed") and c.status == "True" for c in (j.status.conditions or []))]
             seen_running.append(len(running))
             per_evaluation = {}
@@ -230,7 +231,7 @@ def test_caps_on_running_jobs_hold_the_rest_pending(kube, namespace, start_opera
     assert [s["phase"] for s in statuses] == ["Succeeded"] * 3, statuses
     assert max(seen_running) <= 2 and max(seen_running) >= 1
     assert seen_waiting and "in the cluster" in seen_waiting[0]
-    assert len(kube.batch.list_namespaced_job(namespace).items) == 6
+    assert len(kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items) == 6
 
 
 def test_a_job_the_server_refuses_is_explained_and_created_once_allowed(kube, namespace, start_operator):
@@ -253,7 +254,7 @@ def test_a_job_the_server_refuses_is_explained_and_created_once_allowed(kube, na
         # steady state: one Job, the other dataset refused.
         def steady():
             status = get(kube, namespace, "quota").get("status") or {}
-            return status if len(refused(status)) == 1 and len(kube.batch.list_namespaced_job(namespace).items) == 1 else None
+            return status if len(refused(status)) == 1 and len(kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items) == 1 else None
         status = wait_for(steady, 120, "one Job and one dataset waiting on the quota")
         (detail,) = refused(status)
         assert detail["message"].startswith("Job not created yet: HTTP 403: ") and "count/jobs.batch" in detail["message"]
@@ -266,7 +267,7 @@ def test_a_job_the_server_refuses_is_explained_and_created_once_allowed(kube, na
         kube.core.patch_namespaced_resource_quota("jobs", namespace, {"spec": {"hard": {"count/jobs.batch": "5"}}})
         status = wait_status(kube, namespace, "quota", lambda s: s.get("phase") in ("Succeeded", "Failed"), 180, "the Evaluation to finish")
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-    assert len(kube.batch.list_namespaced_job(namespace).items) == 2
+    assert len(kube.batch.list_namespaced_job(namespace, label_selector=RUNNER_JOBS).items) == 2
     assert all(d["accuracy"] == intended_accuracy(d["dataset"], DATA, ACCURACY, 5, 2) for d in status["evalResults"][0]["details"])
 
 

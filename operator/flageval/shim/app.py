@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flageval.api.rest import ErrorResponse
 from flageval.backends.base import Backend
 from flageval.shim.guard import GuardMiddleware, envelope
-from flageval.shim.routes import flageval_router, get_settings, operations_router
+from flageval.shim.routes import flageval_router, get_settings, operations_router, reports_router
 from flageval.shim.settings import ShimSettings
 
 __all__ = ["ShimSettings", "create_app"]
@@ -98,5 +98,6 @@ def create_app(backend: Backend, settings: ShimSettings | None = None, *, open_b
     app.add_exception_handler(StarletteHTTPException, _on_http)
     # Without a token the schema names no security scheme: the dependency is added only with one.
     app.include_router(flageval_router, dependencies=[Depends(authorized)] if settings.token is not None else [])
+    app.include_router(reports_router, dependencies=[Depends(authorized)] if settings.token is not None else [])
     app.include_router(operations_router)
     return app

@@ -56,6 +56,8 @@ SettingsDep = Annotated[ShimSettings, Depends(get_settings)]
 
 flageval_router = APIRouter(tags=["FlagEval"], default_response_class=EnvelopeResponse)
 operations_router = APIRouter(tags=["operations"])
+# Reports hold prompts and answers: behind the same token as FlagEval's endpoints.
+reports_router = APIRouter(tags=["reports"])
 
 
 def _missing(location: str, name: str) -> RequestValidationError:
@@ -200,7 +202,7 @@ async def healthz(backend: BackendDep) -> HealthResponse:
     return HealthResponse(status="ok", backend=backend.name)
 
 
-@operations_router.get("/report/{request_id}", summary="The evaluation's HTML report (flageval report)", response_class=HTMLResponse,
+@reports_router.get("/report/{request_id}", summary="The evaluation's HTML report (flageval report)", response_class=HTMLResponse,
                        responses={404: {"description": "Unknown request_id, or no dataset finished yet"}})
 async def report(request_id: str, backend: BackendDep, settings: SettingsDep) -> HTMLResponse:
     import asyncio
