@@ -37,7 +37,7 @@ cluster-down:
 
 lint: install
 	$(BIN)/ruff check operator hack tests
-	$(BIN)/shellcheck --severity=style hack/control-plane hack/node-agent hack/kind-up.sh .ci/run
+	$(BIN)/shellcheck --severity=style hack/control-plane hack/node-agent hack/kind-up.sh hack/browser .ci/run
 	$(BIN)/hadolint runner_image/Dockerfile
 
 # CRDs (crds/ and the chart's copy) from flageval/api.

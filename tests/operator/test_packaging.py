@@ -75,6 +75,6 @@ def test_sources_are_lint_clean():
     tools = Path(sys.executable).parent
     ruff = subprocess.run([str(tools / "ruff"), "check", "operator", "hack", "tests"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
-    scripts = ["hack/control-plane", "hack/node-agent", "hack/kind-up.sh", ".ci/run"]
+    scripts = ["hack/control-plane", "hack/node-agent", "hack/kind-up.sh", "hack/browser", ".ci/run"]
     shellcheck = subprocess.run([str(tools / "shellcheck"), "--severity=style", *scripts], cwd=ROOT, capture_output=True, text=True, check=False)
     assert shellcheck.returncode == 0, shellcheck.stdout + shellcheck.stderr

@@ -21,7 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flageval.api.rest import ErrorResponse
 from flageval.backends.base import Backend
 from flageval.shim.guard import GuardMiddleware, envelope
-from flageval.shim.routes import flageval_router, get_settings, operations_router, reports_router
+from flageval.shim.routes import (
+    flageval_router,
+    get_settings,
+    operations_router,
+    reports_router,
+)
 from flageval.shim.settings import ShimSettings
 
 __all__ = ["ShimSettings", "create_app"]
