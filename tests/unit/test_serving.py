@@ -89,3 +89,4 @@ def test_figures_from_hand_made_calls():
 
 def test_records_without_calls_have_no_figures():
     assert serving_figures([SampleRecord(id="a", index=0, scores={"x": 1.0})]) is None
+

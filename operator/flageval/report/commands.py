@@ -26,8 +26,10 @@ def disagreement_table(found: list[Disagreement], title: str) -> Table:
                    "identical", "same verdict, other text", "unpaired"):
         table.add_column(column, no_wrap=True)
     for d in found:
-        table.add_row(d.dataset, str(d.paired), str(d.both_right), str(d.right_to_wrong), str(d.wrong_to_right),
-                      str(d.both_wrong), "—" if d.p_value is None else f"{d.p_value:.3g}",
+        on_scale = d.scale  # scores on a scale: how often each scored higher, no McNemar
+        table.add_row(d.dataset, str(d.paired), "—" if on_scale else str(d.both_right), str(d.right_to_wrong),
+                      str(d.wrong_to_right), "—" if on_scale else str(d.both_wrong),
+                      "— (scores on a scale)" if on_scale else "—" if d.p_value is None else f"{d.p_value:.3g}",
                       "—" if d.diff_ci is None else f"[{d.diff_ci[0]:+.2f}, {d.diff_ci[1]:+.2f}]",
                       "—" if d.agreement_rate is None else f"{d.identical_responses} ({d.agreement_rate:.1f}%)",
                       str(d.same_verdict_different_text), str(d.unpaired))

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from flageval.api import DatasetResult, SampleRecord
+from flageval.api.results import is_verdict
 from flageval.results import RunPaths, read_result, read_samples, read_service
-from flageval.verdict import paired_from_pairs
+from flageval.verdict import paired_from_pairs, paired_on_scale
 
 RIGHT_TO_WRONG = "right→wrong"
 WRONG_TO_RIGHT = "wrong→right"
@@ -101,6 +102,9 @@ class Disagreement:
     same_verdict_different_text: int  # paired samples scored the same whose responses differ
     unpaired: int  # samples scored in one run only (failed or missing in the other)
     flipped: list[FlippedSample] = field(default_factory=list)
+    # Scores on a scale: no 2×2 table and no McNemar; right_to_wrong / wrong_to_right count the samples the
+    # baseline / this run scored higher, and diff_ci is the paired bootstrap of the mean difference.
+    scale: bool = False
 
     @property
     def agreement_rate(self) -> float | None:
@@ -119,8 +123,12 @@ class Disagreement:
 
 def disagreement(dataset: str, baseline: Iterable[SampleRecord], other: Iterable[SampleRecord], *,
                  baseline_name: str = "baseline", run_name: str = "run") -> Disagreement:
-    """Pair the two runs' records of one dataset by sample id."""
+    """Pair the two runs' records of one dataset by sample id. Scores on a scale (truthfulqa_mc2) have no
+    right and wrong: then only the paired bootstrap is given, with how often each run scored higher."""
     base = {r.id: r for r in baseline}
+    other = list(other)
+    if _on_scale(base.values()) or _on_scale(other):
+        return _on_scale_disagreement(dataset, base, other, baseline_name, run_name)
     pairs: list[tuple[bool, bool]] = []
     flipped: list[FlippedSample] = []
     identical = same_verdict_different_text = scored_other = 0
@@ -151,6 +159,35 @@ def disagreement(dataset: str, baseline: Iterable[SampleRecord], other: Iterable
         identical_responses=identical, same_verdict_different_text=same_verdict_different_text,
         unpaired=scored_base + scored_other - 2 * len(pairs), flipped=flipped,
     )
+
+
+def _first(record: SampleRecord) -> float | None:
+    return next(iter(record.scores.values())) if record.error is None and record.scores else None
+
+
+def _on_scale(records: Iterable[SampleRecord]) -> bool:
+    return any((v := _first(r)) is not None and not is_verdict(v) for r in records)
+
+
+def _on_scale_disagreement(dataset: str, base: dict[str, SampleRecord], other: list[SampleRecord], baseline_name: str,
+                           run_name: str) -> Disagreement:
+    values, identical, scored_other = [], 0, 0
+    for record in other:
+        b = _first(record)
+        scored_other += b is not None
+        theirs = base.get(record.id)
+        a = _first(theirs) if theirs is not None else None
+        if a is None or b is None:
+            continue
+        values.append((a, b))
+        identical += _text(theirs.response) == _text(record.response)
+    scored_base = sum(1 for r in base.values() if _first(r) is not None)
+    test = paired_on_scale(values)
+    return Disagreement(
+        dataset=dataset, baseline=baseline_name, run=run_name, paired=len(values), both_right=0,
+        right_to_wrong=test.only_a if test else 0, wrong_to_right=test.only_b if test else 0, both_wrong=0,
+        p_value=None, diff_ci=(test.ci_low, test.ci_high) if test else None, identical_responses=identical,
+        same_verdict_different_text=0, unpaired=scored_base + scored_other - 2 * len(values), scale=True)
 
 
 def _text(response: Any) -> str:

@@ -256,7 +256,7 @@ def _disagreement_html(rows: list[_Row]) -> str:
         d = row.found
         assert d is not None
         ci = "—" if d.diff_ci is None else f"[{d.diff_ci[0]:+.2f}, {d.diff_ci[1]:+.2f}]"
-        p = "—" if d.p_value is None else f"{d.p_value:.3g}"
+        p = "— (scores on a scale: higher on the baseline / here)" if d.scale else "—" if d.p_value is None else f"{d.p_value:.3g}"
         rate = "—" if d.agreement_rate is None else f"{d.identical_responses} ({d.agreement_rate:.1f} %)"
         body.append(f"<tr><th>{html.escape(row.run.label)}</th><td>{d.paired}</td><td>{d.both_right}</td>"
                     f'<td class="rw">{d.right_to_wrong}</td><td class="wr">{d.wrong_to_right}</td><td>{d.both_wrong}</td>'
