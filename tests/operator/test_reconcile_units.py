@@ -208,8 +208,12 @@ def test_the_loop_creates_jobs_once_patches_status_paced_and_forgets_a_deleted_e
     controller.evaluation_seen(evaluation())
     look(controller)
     assert [c[0] for c in api.calls[:1]] == ["ensure_runner_access"] and len(api.made("create_job")) == 4
-    assert api.made("patch_status") == [("patch_status", "team", "ev", "Pending")]
     state = controller.evaluations[("team", "ev")]
+    # The status waited for the Job creations under way; it is written at the next look.
+    assert not api.made("patch_status") and state.look_again_at is not None and not controller.jobs_in_flight
+    controller.touch(("team", "ev"))
+    look(controller)
+    assert api.made("patch_status") == [("patch_status", "team", "ev", "Pending")]
     assert len(state.unseen_jobs) == 4 and not state.creating and not state.waiting
 
     # The watch shows the Jobs running and a runner reporting: nothing created again, and the new status
@@ -248,6 +252,7 @@ def test_a_refused_job_is_explained_once_per_kind_of_refusal_and_tried_again():
     # Tried again with the quota's figures changed: still one Event; the status says why it waits.
     api.refuse[name] = quota_refusal(2)
     state.last_patch = float("-inf")  # the status interval is over
+    state.held_since = float("-inf")  # and its wait for the Jobs being created (retried at every look)
     controller.touch(("team", "ev"))
     look(controller)
     assert len(api.made("create_job")) == 2

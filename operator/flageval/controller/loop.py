@@ -42,6 +42,7 @@ JOBS_CREATED = Counter("flageval_jobs_created", "Runner Jobs created")
 STATUS_PATCHES = Counter("flageval_status_patches", "Evaluation status patches")
 RECONCILE_SECONDS = Histogram("flageval_reconcile_seconds", "Time to reconcile one Evaluation")
 PATCHES_IN_FLIGHT = 8  # status patches waiting for the API server at once
+STATUS_HOLD_FOR_JOBS = 10.0  # the longest a status patch waits for Job creations under way (s)
 POD_LOOK_INTERVAL = 5.0  # a runner not started after this long has its namespace's pods looked at, this often (s)
 
 
@@ -79,6 +80,7 @@ class Controller:
         self.workloads = Workloads()  # with Kueue on: the queued Jobs' Workloads (kueue.register fills it)
         self.task: asyncio.Task | None = None
         self.running_counted: int | None = None  # running_all() of the current pass
+        self.jobs_in_flight = 0  # Job creations under way: status patches wait for them
 
     # -- what the watches show -----------------------------------------------------------------------
 
@@ -229,10 +231,18 @@ class Controller:
             state.creating.add(name)
             if self.running_counted is not None:
                 self.running_counted += 1
+            self.jobs_in_flight += 1
             self.beside(self.create_job(state, manifest))
         if actions.look_again_at is not None:
             state.look_again(actions.look_again_at)
-        if actions.patch_status:
+        now = time.monotonic()
+        if actions.patch_status and self.jobs_in_flight and now - (state.held_since or now) < STATUS_HOLD_FOR_JOBS:
+            # Job creations first: the API server serves both, and a status can wait for a burst of them
+            # (for a while only: Jobs refused again and again must not keep the status from saying so).
+            state.held_since = state.held_since or now
+            state.look_again(now + 0.5)
+        elif actions.patch_status:
+            state.held_since = None
             state.look_again_at = None
             state.patching = True
             self.beside(self.patch_status(state))
@@ -245,6 +255,14 @@ class Controller:
     # -- Jobs ----------------------------------------------------------------------------------------
 
     async def create_job(self, state: EvaluationState, manifest: dict[str, Any]) -> None:
+        try:
+            await self._create_job(state, manifest)
+        finally:
+            self.jobs_in_flight -= 1
+            if not self.jobs_in_flight:
+                self.wake.set()  # the statuses held back meanwhile are due
+
+    async def _create_job(self, state: EvaluationState, manifest: dict[str, Any]) -> None:
         """Create one Job beside the loop; until the watch shows it, what the server made holds its slot, or
         nothing when creation failed (tried again later)."""
         key, name = state.key, manifest["metadata"]["name"]

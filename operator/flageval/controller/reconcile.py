@@ -46,6 +46,7 @@ class EvaluationState:
     # even while the watch still shows an older one.
     written: dict[str, Any] | None = None
     patching: bool = False
+    held_since: float | None = None  # since when its status patch waits for Job creations (monotonic)
     look_again_at: float | None = None  # when a throttled or retried Evaluation is due again (monotonic)
 
     @property
