@@ -334,6 +334,15 @@ def test_shim_and_service_monitor(helm):
         assert obj in names
     shim = find(docs, "Deployment", "fe-shim")["spec"]["template"]["spec"]["containers"][0]
     assert shim["image"] == "ghcr.io/flageval/flageval-runner:0.1.0" and shim["command"][:2] == ["flageval", "serve"]
+    # The REST server's limits come from values, with the server's own defaults.
+    from flageval.shim.serve import build_parser as serve_parser
+    parsed = serve_parser().parse_args(shim["command"][2:])
+    defaults = serve_parser().parse_args([])
+    for option in ("rate_limit", "rate_burst", "header_timeout", "body_timeout", "keep_alive_timeout", "max_body_bytes"):
+        assert getattr(parsed, option) == getattr(defaults, option), option
+    tuned = find(render(helm, "shim.enabled=true", "shim.rateLimit=20", "shim.bodyTimeout=0"), "Deployment", "fe-shim")
+    tuned_args = serve_parser().parse_args(tuned["spec"]["template"]["spec"]["containers"][0]["command"][2:])
+    assert (tuned_args.rate_limit, tuned_args.body_timeout) == (20, 0)
     monitor = find(docs, "ServiceMonitor", "fe-operator")
     service = find(docs, "Service", "fe-operator-metrics")
     assert monitor["metadata"]["labels"]["release"] == "prom"
