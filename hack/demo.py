@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`make demo`: two reference model services (an NVIDIA baseline and another chip), evaluated on gsm8k
-and an MMLU subset with `flageval eval`, then the other chip compared against the baseline."""
+and an MMLU subset with `flageval eval`, then the other chip compared against the baseline: the verdict,
+the sample-level disagreements (`flageval compare`) and the HTML report (`.demo/report.html`)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ def main() -> int:
         evaluate(baseline_url, "qwen3-8b-nvidia-origin", "Nvidia-H100")
         code = evaluate(other_url, "qwen3-8b-ascend", "Ascend-910B", "--baseline", str(WORK / "qwen3-8b-nvidia-origin"))
         print(f"\n`flageval eval` exit code for the compared chip: {code} (0 only when every dataset succeeded)")
+        runs = [str(WORK / "qwen3-8b-nvidia-origin"), str(WORK / "qwen3-8b-ascend")]
+        print("\n== where the two disagree: flageval compare ==", flush=True)
+        subprocess.run([*FLAGEVAL, "compare", *runs, "--samples", "5"], check=False)
+        subprocess.run([*FLAGEVAL, "report", *runs, "--out", str(WORK / "report.html")], check=False)
         return 0
     finally:
         for proc in (baseline, other):

@@ -10,13 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from flageval.report.compare import Disagreement, compare_runs, load_run
-
-
-def _excerpt(value, limit: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+from flageval.report.compare import Disagreement, brief, compare_runs, load_run
 
 
 def disagreement_table(found: list[Disagreement], title: str) -> Table:
@@ -70,8 +64,8 @@ def compare_main(argv: list[str]) -> int:
         out.print(f"\n{d.dataset}: {len(d.flipped)} flipped sample(s)" + (f", first {len(shown)}" if len(shown) < len(d.flipped) else ""),
                   markup=False, highlight=False)
         for s in shown:
-            out.print(f"  {s.id}  {s.direction}  target {_excerpt(s.target, 20)}  baseline {_excerpt(s.baseline_extracted, 20)}"
-                      f"  run {_excerpt(s.extracted, 20)}", markup=False, highlight=False)
+            out.print(f"  {s.id}  {s.direction}  target {brief(s.target, 30)}  baseline {brief(s.baseline_extracted, 30)}"
+                      f"  run {brief(s.extracted, 30)}", markup=False, highlight=False)
     return 0
 
 

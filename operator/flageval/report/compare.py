@@ -161,6 +161,17 @@ def disagreement(dataset: str, baseline: Iterable[SampleRecord], other: Iterable
     )
 
 
+def brief(value: Any, limit: int = 40) -> str:
+    """A target or extraction in one short line: per-filter extractions ({'strict-match': '3', …}) as one
+    value when they agree."""
+    if isinstance(value, dict) and value:
+        values = list(value.values())
+        value = values[0] if all(v == values[0] for v in values) else ", ".join(f"{k}: {v}" for k, v in value.items())
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _first(record: SampleRecord) -> float | None:
     return next(iter(record.scores.values())) if record.error is None and record.scores else None
 

@@ -21,6 +21,7 @@ from flageval.report.compare import (
     RIGHT_TO_WRONG,
     Disagreement,
     RunDir,
+    brief,
     disagreement,
     load_run,
 )
@@ -321,12 +322,7 @@ def _show(value: Any) -> str:
 
 
 def _short(value: Any, limit: int = 40) -> str:
-    if isinstance(value, dict) and value:  # answers per extraction filter: one when they agree
-        values = list(value.values())
-        value = values[0] if all(v == values[0] for v in values) else ", ".join(f"{k}: {v}" for k, v in value.items())
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(str(text).split())
-    return html.escape(text if len(text) <= limit else text[: limit - 1] + "…")
+    return html.escape(brief(value, limit))
 
 
 _STYLE = """
