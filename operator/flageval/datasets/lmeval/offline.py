@@ -108,14 +108,15 @@ def _from_data_dir(task: Any, data_dir: Path):
     eval_split = config.test_split or config.validation_split
     if eval_split is None:
         raise DatasetError(f"{config.task} names neither a test nor a validation split")
-    splits: dict[str, Any] = {}
+    files: dict[str, Path] = {}
     for split in dict.fromkeys(s for s in (config.test_split, config.validation_split, config.training_split,
                                            task.fewshot_cfg.split) if s):
         path = folder / f"{split}.jsonl"
         if path.exists():
-            splits[split] = datasets.Dataset.from_list(read_jsonl(path, ()))
+            files[split] = path
         elif split == eval_split:
             raise DatasetError(f"{config.task}: {path} is missing (its {split} split)")
+    splits = _read_splits(files)
     shots = config.num_fewshot or 0
     pool = task.fewshot_cfg.split or (None if task.fewshot_cfg.samples is not None else config.training_split)
     if pool is not None and pool not in splits:
@@ -128,6 +129,22 @@ def _from_data_dir(task: Any, data_dir: Path):
         if task.fewshot_cfg.split == pool:
             task.fewshot_cfg.split = None
     return datasets.DatasetDict(splits)
+
+
+def _read_splits(files: dict[str, Path]) -> dict[str, Any]:
+    """The splits through `datasets`' json loader, as lm-eval's documented local route reads them: Hugging
+    Face's cache keeps their Arrow form and what a task's process_docs makes of them (`map` results, by
+    content), so a second run of a task starts without processing 10,000 documents again. Where no cache
+    can be written (a read-only home) or the loader fails, the files are read into memory."""
+    import datasets
+
+    if not files:
+        return {}
+    try:
+        loaded = datasets.load_dataset("json", data_files={split: str(path) for split, path in files.items()})
+        return {split: loaded[split] for split in files}
+    except Exception:  # noqa: BLE001 - any failure: the plain reader, which names a bad line
+        return {split: datasets.Dataset.from_list(read_jsonl(path, ())) for split, path in files.items()}
 
 
 @contextlib.contextmanager
