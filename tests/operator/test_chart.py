@@ -363,6 +363,27 @@ def test_shim_mounts_the_results_read_only_for_reports_when_asked(helm):
     assert {"name": "FLAGEVAL_SHIM_RESULTS_PATH", "value": "/var/lib/flageval"} in container["env"]
 
 
+def test_users_suites_reach_the_operator_and_the_rest_api_as_a_file_they_read(helm, tmp_path):
+    from flageval.datasets import user_suites
+
+    plain = render(helm, "shim.enabled=true")
+    assert not [d for d in plain if d["kind"] == "ConfigMap"]
+    suites = {"NLP": {"parity": ["gsm8k", "arc_challenge"]}, "EV": {"robots": ["erqa"]}}
+    docs = render(helm, "shim.enabled=true", values={"suites": suites}, tmp=tmp_path)
+    config_map = find(docs, "ConfigMap", "fe-suites")
+    written = tmp_path / "suites.yaml"
+    written.write_text(config_map["data"]["suites.yaml"])
+    assert user_suites(written) == suites  # what the chart writes, flageval reads
+    for name in ("fe-operator", "fe-shim"):
+        spec = find(docs, "Deployment", name)["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        assert {"name": "FLAGEVAL_SUITES", "value": "/etc/flageval/suites/suites.yaml"} in container["env"]
+        assert {"name": "suites", "mountPath": "/etc/flageval/suites", "readOnly": True} in container["volumeMounts"]
+        assert {"name": "suites", "configMap": {"name": "fe-suites"}} in spec["volumes"]
+    proc = run_helm(helm, "template", "fe", str(CHART), "--set", "suites.XX.a[0]=gsm8k", check=False)
+    assert proc.returncode != 0 and "suites" in proc.stderr
+
+
 def test_chart_readme_documents_every_top_level_value_and_argocd():
     readme = (CHART / "README.md").read_text()
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -401,7 +422,7 @@ def test_kind_up_script_is_shellcheck_clean_and_checks_its_tools():
 
 
 @pytest.mark.cluster
-@pytest.mark.parametrize("sets", [[], ["shim.enabled=true", "serviceMonitor.enabled=true", "runner.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=1",
+@pytest.mark.parametrize("sets", [[], ["shim.enabled=true", "serviceMonitor.enabled=true", "suites.NLP.parity[0]=gsm8k", "runner.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=1",
                                         "runner.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].key=pool",
                                         "runner.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].operator=Exists"]],
                          ids=["defaults", "shim-and-servicemonitor"])

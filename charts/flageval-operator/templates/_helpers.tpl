@@ -49,3 +49,10 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- define "flageval-operator.metricsPort" -}}
 {{- if .Values.metrics.enabled }}{{ int .Values.metrics.port }}{{ else }}0{{ end -}}
 {{- end }}
+
+{{/* Users' suites (values.suites): the ConfigMap, and where the operator and the REST API read it (FLAGEVAL_SUITES). */}}
+{{- define "flageval-operator.suitesName" -}}
+{{- include "flageval-operator.name" (dict "root" . "suffix" "suites") -}}
+{{- end }}
+
+{{- define "flageval-operator.suitesDir" -}}/etc/flageval/suites{{- end }}
