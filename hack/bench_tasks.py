@@ -8,7 +8,8 @@ Per task (bbh_cot_fewshot over chat: 6,511 prompts; hellaswag over completions: 
 loglikelihood requests): process start → the first of the task's requests the model receives (flageval's
 one-token probe of the endpoint, sent before, does not count), the task's requests per second from its
 first to its last, the time from start to exit (results written), the client's peak RSS and CPU, and
-the reference model's share of a core while the requests came (near 1: it would be the bottleneck).
+the reference model's share of a core while the requests came (near 1: it would be the bottleneck), and
+the machine's load average (other work on the same cores makes the figures of that run incomparable).
 
 Both read the same local data (lm-eval through flageval's offline loader: it would otherwise go to a
 hub). lm-eval runs with its own TaskManager (it scans every task file at start). lm-eval counts a
@@ -129,7 +130,8 @@ def measure(cmd: list[str], base: str, env: dict, mock_pid: int) -> dict:
     mock_cpu = cpu_seconds(mock_pid) - mock_cpu  # it works only while requests come
     return {"first_request_s": first - started, "wall_s": wall, "requests": requests, "requests_per_s": requests / span,
             "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "model_cpu_ms_per_request": 1000 * mock_cpu / max(1, requests), "model_core_share": mock_cpu / span}
+            "model_cpu_ms_per_request": 1000 * mock_cpu / max(1, requests), "model_core_share": mock_cpu / span,
+            "load_average_1m": os.getloadavg()[0]}
 
 
 def main() -> int:
@@ -164,12 +166,12 @@ def main() -> int:
                     print(json.dumps({"task": name, "client": client, **result}), flush=True)
         print()
         print("| task | client | requests | process start → first request | requests/s | start → exit | peak RSS "
-              "| client CPU | model's share of a core |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| client CPU | model's share of a core | load average after |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for name, client, r in rows:
             print(f"| {name} | {client} | {r['requests']:,} | {r['first_request_s']:.2f} s | "
                   f"{r['requests_per_s']:,.0f} | {r['wall_s']:.1f} s | {r['peak_rss_mb']:.0f} MB | {r['cpu_s']:.1f} s | "
-                  f"{r['model_core_share']:.2f} |")
+                  f"{r['model_core_share']:.2f} | {r['load_average_1m']:.1f} |")
         for name in names:
             ours_r = next(r for n, c, r in rows if n == name and c == "flageval")
             theirs_r = next(r for n, c, r in rows if n == name and c != "flageval")
