@@ -17,8 +17,10 @@ import pytest
 from flageval.engine import Journal
 from flageval.mock_model.server import (
     DEFAULT_FAULT_KINDS,
+    REPHRASED_OPENING,
     EchoAnswerer,
     FaultPlan,
+    count_tokens,
     main,
     parse_fault_rates,
     serve_in_subprocess,
@@ -298,3 +300,25 @@ def test_a_large_body_that_ends_in_a_large_read_is_answered():
                 rest = answer.split(b"\r\n\r\n", 1)[1]
                 while len(rest) < length:
                     rest += sock.recv(65536)
+
+
+def test_truncation_rephrasing_and_usage_are_per_question_and_counted():
+    questions = [f"question number {i} asks something long enough to cut in half" for i in range(200)]
+
+    def ask(url, text):
+        return httpx.post(url.chat_url, json={"model": "m", "messages": [{"role": "user", "content": text}]}).json()
+
+    with serve_in_thread(truncate_rate=0.1, rephrase_rate=0.2, seed=4) as url:
+        first = [ask(url, q) for q in questions]
+        again = [ask(url, q) for q in questions]
+        stats = url.stats()
+    cut = [a["choices"][0]["finish_reason"] == "length" for a in first]
+    assert cut == [a["choices"][0]["finish_reason"] == "length" for a in again]  # the same questions every time
+    assert stats["truncated"] == 2 * sum(cut) and 5 <= sum(cut) <= 40
+    assert stats["rephrased"] == 2 * sum(a["choices"][0]["message"]["content"].startswith(REPHRASED_OPENING) for a in first)
+    for answer, question, was_cut in zip(first, questions, cut):
+        content = answer["choices"][0]["message"]["content"]
+        assert answer["usage"]["completion_tokens"] == count_tokens(content)
+        assert (len(content) < len(question)) is was_cut
+    with serve_in_thread(usage=False) as url:
+        assert "usage" not in ask(url, questions[0])
