@@ -1,7 +1,7 @@
 """The README's picture of `flageval report`: three reference "chips" evaluated on gsm8k, the report written,
 and a screenshot taken in headless chromium (hack/browser installs it) with one flipped sample expanded.
 
-    .venv/bin/python hack/report_screenshot.py [--out docs/report.png] [--html docs/report-example.html]
+    .venv/bin/python hack/report_screenshot.py [--out docs/report.png] [--limit 120]
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ def _accuracy_figure(dataset: str, rows: list[_Row], base_row: _Row, tolerance: 
                      f"diff {row.diff:+.2f}" + (f", p={p:.3g}" if p is not None else "") if row.diff is not None else "")
         colours.append("#4c78a8" if row.is_baseline else ("#54a24b" if row.within else "#e45756"))
     fig = go.Figure(go.Scatter(
-        x=xs, y=ys, mode="markers+text", text=texts, textposition="middle right", marker={"size": 12, "color": colours},
+        x=xs, y=ys, mode="markers+text", text=texts, textposition="middle right", marker={"size": 12, "color": colours}, cliponaxis=False,
         error_y={"type": "data", "symmetric": False, "array": up, "arrayminus": down, "thickness": 1.5, "width": 8},
         name="accuracy", hovertemplate="%{x}<br>accuracy %{y:.2f}<extra></extra>"))
     fig.add_hrect(y0=base_acc - tolerance, y1=base_acc + tolerance, fillcolor="#4c78a8", opacity=0.15, line_width=0,
