@@ -131,20 +131,28 @@ def _from_data_dir(task: Any, data_dir: Path):
     return datasets.DatasetDict(splits)
 
 
+CACHED_FROM_BYTES = 4 << 20  # splits this large go through datasets' cache; smaller ones are read at once
+
+
 def _read_splits(files: dict[str, Path]) -> dict[str, Any]:
-    """The splits through `datasets`' json loader, as lm-eval's documented local route reads them: Hugging
-    Face's cache keeps their Arrow form and what a task's process_docs makes of them (`map` results, by
-    content), so a second run of a task starts without processing 10,000 documents again. Where no cache
-    can be written (a read-only home) or the loader fails, the files are read into memory."""
+    """The splits of a task. Large ones through `datasets`' json loader, as lm-eval's documented local route
+    reads them: Hugging Face's cache keeps their Arrow form and what a task's process_docs makes of them
+    (`map` results, by content), so a second run of HellaSwag starts without processing its 10,042 documents
+    again. Small ones (a group's many sub-tasks: BBH's 27) are read into memory, which costs less than the
+    loader's own work per split. Where no cache can be written (a read-only home) or the loader fails, the
+    files are read into memory too."""
     import datasets
 
-    if not files:
-        return {}
+    def in_memory() -> dict[str, Any]:
+        return {split: datasets.Dataset.from_list(read_jsonl(path, ())) for split, path in files.items()}
+
+    if not files or sum(path.stat().st_size for path in files.values()) < CACHED_FROM_BYTES:
+        return in_memory()
     try:
         loaded = datasets.load_dataset("json", data_files={split: str(path) for split, path in files.items()})
         return {split: loaded[split] for split in files}
     except Exception:  # noqa: BLE001 - any failure: the plain reader, which names a bad line
-        return {split: datasets.Dataset.from_list(read_jsonl(path, ())) for split, path in files.items()}
+        return in_memory()
 
 
 @contextlib.contextmanager
