@@ -86,3 +86,23 @@ def test_a_runner_reports_a_broken_task_as_its_failure(in_tasks_dir, tmp_path):
     result = asyncio.run(run(RunRequest(info, "capitals", tmp_path / "out", data_dir=DATA, include_paths=(folder,))))
     assert result.status is Status.FAILURE
     assert "capitals.yaml" in result.message and "KeyError" in result.message
+
+
+def test_a_split_is_processed_once_and_a_generator_of_documents_is_made_anew():
+    from flageval.datasets.lmeval.offline import _once
+
+    calls = []
+
+    def processed():
+        calls.append(1)
+        return [{"q": 1}, {"q": 2}]
+
+    once = _once(processed)
+    assert once() is once() and len(calls) == 1
+
+    def generated():
+        calls.append(1)
+        return (doc for doc in [{"q": 1}])
+
+    again = _once(generated)
+    assert list(again()) == list(again()) == [{"q": 1}]

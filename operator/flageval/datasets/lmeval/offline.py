@@ -66,9 +66,12 @@ def _once(method: Any) -> Any:
     results: list[Any] = []
 
     def once() -> Any:
-        if not results:
-            results.append(method())
-        return results[0]
+        if results:
+            return results[0]
+        docs = method()
+        if hasattr(docs, "__len__") and hasattr(docs, "__getitem__"):  # a Dataset or a list: read again at will
+            results.append(docs)
+        return docs  # a generator (a task class's own) is made anew each time, as lm-eval makes it
 
     return once
 
