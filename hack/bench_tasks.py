@@ -2,7 +2,7 @@
 """lm-eval tasks benchmark: flageval and lm-eval 0.4.13 on the same tasks, against the same reference
 model, in one run, each in its own process.
 
-    .venv/bin/python hack/bench_tasks.py [--concurrency 64] [--limit N]
+    .venv/bin/python hack/bench_tasks.py [--concurrency 64] [--limit N] [--repeat K]
 
 Per task (bbh_cot_fewshot over chat: 6,511 prompts; hellaswag over completions: 10,042 × 4
 loglikelihood requests): process start → the first of the task's requests the model receives (flageval's
@@ -139,6 +139,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
     parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per client, interleaved; the table keeps each client's best (a shared machine)")
     args = parser.parse_args()
     names = args.tasks.split(",")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "operator"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
@@ -155,15 +157,20 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for name in names:
                 url = f"{base}/v1/chat/completions" if TASKS.get(name, "chat") == "chat" else f"{base}/v1/completions"
-                ours = [PYTHON, "-m", "flageval.cli", "eval", "--url", url, "--model", "m", "--datasets", name,
-                        "--no-cache", "--output", f"{tmp}/{name}", "--num-concurrent", str(args.concurrency), "--json"]
-                if args.limit:
-                    ours += ["--limit", str(args.limit)]
                 theirs = [PYTHON, "-c", LM_EVAL, name, url, str(args.concurrency), str(args.limit or "none")]
-                for client, cmd in (("flageval", ours), ("lm-eval 0.4.13", theirs)):
-                    result = measure(cmd, base, env, mock.pid)
-                    rows.append((name, client, result))
-                    print(json.dumps({"task": name, "client": client, **result}), flush=True)
+                best: dict[str, dict] = {}
+                for attempt in range(args.repeat):  # interleaved; the best of each client's runs is kept
+                    ours = [PYTHON, "-m", "flageval.cli", "eval", "--url", url, "--model", "m", "--datasets", name,
+                            "--no-cache", "--output", f"{tmp}/{name}-{attempt}", "--num-concurrent",
+                            str(args.concurrency), "--json"]
+                    if args.limit:
+                        ours += ["--limit", str(args.limit)]
+                    for client, cmd in (("flageval", ours), ("lm-eval 0.4.13", theirs)):
+                        result = measure(cmd, base, env, mock.pid)
+                        print(json.dumps({"task": name, "client": client, "run": attempt + 1, **result}), flush=True)
+                        if client not in best or result["requests_per_s"] > best[client]["requests_per_s"]:
+                            best[client] = result
+                rows += [(name, client, result) for client, result in best.items()]
         print()
         print("| task | client | requests | process start → first request | requests/s | start → exit | peak RSS "
               "| client CPU | model's share of a core | load average after |")
