@@ -397,6 +397,7 @@ class Controller:
                 state.body = patched
             transition = transition_event(old.get("phase"), new["phase"], new)
             if transition:
+                self.count_phases()  # at once, not at the loop's next second
                 await self.api.post_event(patched, *transition)
             if (self.settings.write_report and new["phase"] in FINISHED_PHASES and old.get("phase") not in FINISHED_PHASES
                     and any(d.get("accuracy") is not None for r in new.get("evalResults") or () for d in r.get("details") or ())):
