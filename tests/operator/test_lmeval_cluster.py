@@ -15,7 +15,7 @@ from flageval.mock_model.answers import default_answerer
 from flageval.mock_model.answers_tasks import TaskAnswerer
 from flageval.mock_model.server import serve_in_thread
 from kubernetes import client
-from support.cluster import results_claim, wait_for
+from support.cluster import finished_status, results_claim
 
 pytestmark = pytest.mark.cluster
 G, V, P = "flageval.io", "v1alpha1", "evaluations"
@@ -28,13 +28,6 @@ def evaluation(name: str, url: str, **spec) -> dict:
     return {"apiVersion": f"{G}/{V}", "kind": "Evaluation", "metadata": {"name": name},
             "spec": {"domain": "NLP", "limit": LIMIT, **spec, "evalInfos": [
                 {"evalModel": f"{name}-nvidia-origin", "model": "qwen3", "evalUrl": url, "numConcurrent": 4}]}}
-
-
-def finished_status(kube, namespace: str, name: str) -> dict:
-    def done():
-        status = kube.custom.get_namespaced_custom_object(G, V, namespace, P, name).get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-    return wait_for(done, 600, f"Evaluation {name} to finish")
 
 
 def test_lm_eval_tasks_and_a_config_map_task_succeed_with_the_intended_scores(control_plane, kube, namespace, start_operator):

@@ -15,7 +15,7 @@ from flageval.mock_model.answers import default_answerer, intended_accuracy
 from flageval.mock_model.server import serve_in_thread
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from support.cluster import results_claim, wait_for
+from support.cluster import finished_status, results_claim, wait_for
 
 pytestmark = pytest.mark.cluster
 G, V, P = "flageval.io", "v1alpha1", "evaluations"
@@ -34,8 +34,6 @@ def status_of(kube, namespace: str, name: str) -> dict:
     return kube.custom.get_namespaced_custom_object(G, V, namespace, P, name).get("status") or {}
 
 
-def finished(kube, namespace: str, name: str, timeout: float) -> dict:
-    return wait_for(lambda: (s := status_of(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s, timeout, f"{name} to finish")
 
 
 def runner_logs(control_plane, kube, namespace: str, evaluation: str) -> list[tuple[object, str]]:
@@ -50,7 +48,7 @@ def test_without_the_chart_the_operator_gives_runners_a_role_of_their_own_and_re
     start_operator(namespace)
     with serve_in_thread(default_answerer(DATA, 0.7, 3)) as model:
         kube.custom.create_namespaced_custom_object(G, V, namespace, P, evaluation("plain", model.chat_url))
-        status = finished(kube, namespace, "plain", 180)
+        status = finished_status(kube, namespace, "plain", 180)
     detail = status["evalResults"][0]["details"][0]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert detail["status"] == "S" and detail["accuracy"] == intended_accuracy("gsm8k", DATA, 0.7, 3, 5)
@@ -74,7 +72,7 @@ def test_a_runner_whose_report_is_refused_fails_and_its_dataset_is_never_s(contr
     start_operator(namespace, manage_runner_rbac="false", runner_service_account="default", backoff_limit="1")
     with serve_in_thread(default_answerer(DATA, 0.7, 3)) as model:
         kube.custom.create_namespaced_custom_object(G, V, namespace, P, evaluation("refused", model.chat_url))
-        status = finished(kube, namespace, "refused", 180)
+        status = finished_status(kube, namespace, "refused", 180)
     detail = status["evalResults"][0]["details"][0]
     assert status["phase"] == "Failed" and status["release"] is False, json.dumps(status, indent=1)
     assert detail["status"] == "OOR" and detail.get("accuracy") is None
@@ -148,7 +146,7 @@ def test_an_operator_that_may_not_make_the_runners_role_starts_no_runner_and_nam
             # Given the rights, the next look makes the Role and the Evaluation runs to its accuracy.
             kube.rbac.patch_namespaced_role("operator", namespace, {"rules": [
                 *OPERATOR_RULES, {"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["create"]}, *RUNNER_RULES]})
-            status = finished(kube, namespace, "denied", 180)
+            status = finished_status(kube, namespace, "denied", 180)
         detail = status["evalResults"][0]["details"][0]
         assert status["phase"] == "Succeeded" and detail["accuracy"] == intended_accuracy("gsm8k", DATA, 0.7, 3, 5), json.dumps(status, indent=1)
         assert kube.rbac.read_namespaced_role("flageval-runner", namespace).rules[0].resources == ["evaluationtaskresults"]

@@ -14,21 +14,13 @@ import pytest
 from flageval.datasets import default_data_dir
 from flageval.mock_model.answers import default_answerer, intended_accuracy
 from flageval.mock_model.server import serve_in_thread
-from support.cluster import results_claim, wait_for
+from support.cluster import finished_status, results_claim, wait_for
 
 pytestmark = pytest.mark.cluster
 G, V, P = "flageval.io", "v1alpha1", "evaluations"
 DATA = default_data_dir()
 CHECKOUT = Path(__file__).resolve().parents[2]
 PORTS = "node-agent.flageval.io/ports"
-
-
-def status_of(kube, namespace, name):
-    return kube.custom.get_namespaced_custom_object(G, V, namespace, P, name).get("status") or {}
-
-
-def finished(kube, namespace, name, timeout):
-    return wait_for(lambda: (s := status_of(kube, namespace, name)).get("phase") in ("Succeeded", "Failed") and s, timeout, f"{name} to finish")
 
 
 def test_runners_sharing_a_node_each_serve_metrics_on_a_port_of_their_own(control_plane, kube, namespace, start_operator):
@@ -56,7 +48,7 @@ def test_runners_sharing_a_node_each_serve_metrics_on_a_port_of_their_own(contro
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
             return text if "flageval_engine_requests_total" in text else None
         texts = [wait_for(lambda port=port: served(port), 30, f"/metrics on {port}") for port in ports]
-        status = finished(kube, namespace, "ports", 180)
+        status = finished_status(kube, namespace, "ports", 180)
     assert all(t.startswith("# HELP") for t in texts)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert [r["details"][0]["accuracy"] for r in status["evalResults"]] == [intended_accuracy("gsm8k", DATA, 0.7, seed, limit) for seed in (1, 2)]
@@ -102,7 +94,7 @@ def test_a_clone_under_tmp_runs_its_runner_pods_despite_their_emptydir_at_tmp(co
                 "apiVersion": f"{G}/{V}", "kind": "Evaluation", "metadata": {"name": "clone"},
                 "spec": {"datasets": ["gsm8k"], "limit": 5, "evalInfos": [
                     {"evalModel": "clone-nvidia-origin", "model": "qwen3", "evalUrl": model.chat_url, "chip": f"{vendor.capitalize()}-1"}]}})
-            status = finished(kube, namespace, "clone", 120)
+            status = finished_status(kube, namespace, "clone", 120)
         pods = kube.core.list_namespaced_pod(namespace, label_selector="flageval.io/evaluation=clone").items
         logs = [(tmp_path / "agent" / "pods" / f"{namespace}_{p.metadata.name}_{p.metadata.uid[:8]}" / "logs" / "runner.log").read_text() for p in pods]
         assert pods and all(p.spec.node_name == node for p in pods)

@@ -67,6 +67,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, message: str = "
     raise AssertionError(f"timed out after {timeout:g}s waiting for {message}" + (f" (last error: {last_error})" if last_error else ""))
 
 
+def finished_status(kube, namespace: str, name: str, timeout: float = 600) -> dict[str, Any]:
+    """The status of Evaluation `name` once its phase is Succeeded or Failed."""
+    from flageval.api.evaluation import GROUP, PLURAL, VERSION
+
+    def done():
+        status = kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+    return wait_for(done, timeout, f"Evaluation {name} to finish")
+
+
 def results_claim(kube, namespace: str, name: str = "flageval-results") -> str:
     """A bound ReadWriteMany claim (the node agent gives each claim one host directory)."""
     kube.core.create_persistent_volume({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-{name}"},
