@@ -186,15 +186,22 @@ class Condition(CamelModel):
     observed_generation: int | None = Field(default=None, description="The spec generation the condition describes.")
 
 
-class ServingSummary(CamelModel):
-    """A few serving figures of one run; all of them are in its result.json on the results volume."""
+class ServingFields(BaseModel):
+    """The few serving figures of one run that status and the REST API show; all of them are in its
+    result.json on the results volume."""
 
     latency_p50_ms: float | None = Field(default=None, description="Median latency of the answering attempts, ms.")
     latency_p99_ms: float | None = Field(default=None, description="99th percentile of the same, ms.")
-    output_tokens_per_second: float | None = Field(default=None, description="Completion tokens per second of latency; null without usage.")
-    truncated_percent: float | None = Field(default=None, description="Answers cut by the length limit, percent.")
+    output_tokens_per_second: float | None = Field(default=None, description="Completion tokens per second of latency; null when the service sent no usage.")
+    truncated_percent: float | None = Field(default=None, description="Answers cut by the length limit (finish_reason 'length'), percent.")
     errors: int = Field(default=0, description="Failed attempts, every kind.")
     retries: int = Field(default=0, description="Attempts sent again.")
+
+
+class ServingSummary(ServingFields):
+    """A few serving figures of one run; all of them are in its result.json on the results volume."""
+
+    model_config = CamelModel.model_config
 
     @classmethod
     def of(cls, figures: ServingFigures | None) -> ServingSummary | None:

@@ -13,7 +13,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from flageval.api.evalinfo import EvalInfo
-from flageval.api.evaluation import EVAL_MODEL_PATTERN, Domain, ServingSummary
+from flageval.api.evaluation import (
+    EVAL_MODEL_PATTERN,
+    Domain,
+    ServingFields,
+    ServingSummary,
+)
 from flageval.api.results import Status
 
 # A request_id is a Kubernetes object name (the Evaluation's) on either backend.
@@ -151,15 +156,8 @@ class EvaluationResponse(Envelope):
     eval_tasks: list[EvalTask] = Field(default_factory=list, description="Each service's task, in request order.")
 
 
-class ServingDetail(BaseModel):
+class ServingDetail(ServingFields):
     """Extension: how the service answered the dataset's requests (all figures: the run's result.json)."""
-
-    latency_p50_ms: float | None = Field(default=None, description="Median latency of the answering attempts, ms.")
-    latency_p99_ms: float | None = Field(default=None, description="99th percentile of the same, ms.")
-    output_tokens_per_second: float | None = Field(default=None, description="Completion tokens per second of latency; null when the service sent no usage.")
-    truncated_percent: float | None = Field(default=None, description="Answers cut by the length limit (finish_reason 'length'), percent.")
-    errors: int = Field(default=0, description="Failed attempts, every kind.")
-    retries: int = Field(default=0, description="Attempts sent again.")
 
     @classmethod
     def of(cls, summary: ServingSummary | None) -> ServingDetail | None:
