@@ -359,7 +359,8 @@ class Controller:
                 notes.setdefault(job.name, self.workloads.waiting(namespace, job.name, job.queue))
         # Looked at only for a service without a baseline of its own: a list of a thousand bodies made for
         # every status was a quarter of the operator's CPU.
-        others = (s.body for (ns, n), s in list(self.evaluations.items()) if ns == namespace and n != name)
+        # (desired_status does not await: the Evaluations cannot change while it reads them.)
+        others = (s.body for (ns, n), s in self.evaluations.items() if ns == namespace and n != name)
         return desired_status(state, jobs, self.reports.get(key, ()), others, ReportsOf(self.reports, namespace), notes, now_text(),
                               self.url_policy)
 
