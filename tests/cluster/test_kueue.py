@@ -48,7 +48,8 @@ def one_slot_queue(kube, kueue, namespace):
 
 def test_kueue_suspends_queued_jobs_and_admits_them_one_at_a_time(kube, namespace, one_slot_queue):
     # Created unsuspended: Kueue's Job webhook (served on 127.0.0.1) suspends them at creation.
-    first = kube.batch.create_namespaced_job(namespace, queued_job("first", "sleep 3", one_slot_queue))
+    # The first runs long enough that the second is still held when it is looked at, however loaded the machine.
+    first = kube.batch.create_namespaced_job(namespace, queued_job("first", "sleep 15", one_slot_queue))
     assert first.spec.suspend is True
     kube.batch.create_namespaced_job(namespace, queued_job("second", "true", one_slot_queue))
 
