@@ -318,6 +318,36 @@ def test_journal_cuts_a_torn_last_line(tmp_path):
         assert journal.latest()["b"].error is None
 
 
+def test_journal_fsyncs_off_the_event_loop(tmp_path, monkeypatch):
+    """Appended from a running loop, every fsync_every records are synced on a thread: workers never wait for the disk.
+    Without a loop (a plain caller), the sync is the caller's."""
+    import os
+    import threading
+
+    synced_on: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced_on.append(threading.current_thread().name), real_fsync(fd))[1])
+    loop_thread = threading.current_thread().name
+
+    async def append_many() -> None:
+        journal = Journal(tmp_path / "async.jsonl", fsync_every=10, fsync_interval=3600)
+        for i in range(25):
+            journal.append(SampleRecord(id=str(i), index=i))
+        assert synced_on == []  # nothing synced on the loop's thread while appending
+        for _ in range(200):  # the thread's fsync, bounded
+            if synced_on:
+                break
+            await asyncio.sleep(0.01)
+        assert synced_on and loop_thread not in synced_on
+        journal.close()
+
+    asyncio.run(append_many())
+    synced_on.clear()
+    with Journal(tmp_path / "plain.jsonl", fsync_every=10, fsync_interval=3600) as journal:
+        for i in range(10):
+            journal.append(SampleRecord(id=str(i), index=i))
+        assert synced_on == [loop_thread]
+
 def test_cancellation_flushes_the_journal(tmp_path):
     path = tmp_path / "journal.jsonl"
     with serve_in_thread(latency=0.02) as url:

@@ -2,8 +2,8 @@
 
 Each record is handed to the kernel as soon as it is appended (one write of one whole line), so a
 killed process loses nothing it journaled; fsync runs every `fsync_every` records or `fsync_interval`
-seconds (off the event loop, see `flush_in_background`) and on flush/close, which bounds what a
-crashed node can lose. A torn last line (the node died
+seconds — on a thread when an event loop appends, so that its workers never wait for the disk — and on
+flush/close, which bounds what a crashed node can lose. A torn last line (the node died
 mid-write) is cut off when the journal is opened.
 """
 
@@ -34,6 +34,7 @@ class Journal:
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._unsynced = 0
         self._last_sync = time.monotonic()
+        self._syncing: asyncio.Task | None = None  # the background fsync asked for by append
 
     def _recover(self) -> None:
         if not self.path.exists():
@@ -99,7 +100,13 @@ class Journal:
         self._ok[record.id] = record.error is None
         self._unsynced += 1
         if self._unsynced >= self.fsync_every:
-            self.flush()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: nobody waits but the caller
+                self.flush()
+            else:
+                if self._syncing is None or self._syncing.done():
+                    self._syncing = loop.create_task(self.flush_in_background())
 
     def flush(self) -> None:
         """Make every appended record durable."""
