@@ -590,7 +590,13 @@ class Bench:
                             operator_cpu_s_creating=round(proc_cpu_seconds(self.operator.pid) - cpu0, 1),
                             rss_peak_after_jobs_mb=round(self.rss.peak, 1))
         self.cpu_since(snap, "creating")
-        log(f"{len(self.job_seen)} Jobs exist {all_jobs and round(all_jobs, 1)}s after the first create")
+        if self.job_seen:  # when they came: the first, then each quarter
+            seen = sorted(t - t0 for t in self.job_seen.values())
+            self.results["jobs_timeline_s"] = {f"{q}%": round(seen[max(0, len(seen) * q // 100 - 1)], 2) for q in (0, 25, 50, 75, 100)}
+        log(f"{len(self.job_seen)} Jobs exist {all_jobs and round(all_jobs, 1)}s after the first create "
+            f"(Evaluations created in {applied:.1f}s; the first Job and each quarter of them at {self.results.get('jobs_timeline_s')})")
+        if self.args.profile_step == "creating":
+            self.stop_profiler()
 
     # -- step 2: the runners' reports
 
@@ -814,7 +820,7 @@ class Bench:
         self.setup()
         self.start_operator()
         self.apply()
-        if len(self.job_seen) >= self.n_jobs:
+        if len(self.job_seen) >= self.n_jobs and not a.jobs_only:
             self.report()
             self.finish()
         self.stop_operator()
@@ -886,6 +892,9 @@ def main() -> int:
     p.add_argument("--keep-log", action="store_true", help="keep the operator's log (its path is printed)")
     p.add_argument("--profile", metavar="PATH", help="record the operator with py-spy into PATH (.svg flamegraph, .txt collapsed stacks, .json speedscope)")
     p.add_argument("--profile-idle", action="store_true", help="with --profile: include idle threads")
+    p.add_argument("--jobs-only", action="store_true", help="step 1 only: no reports, no finish (the Jobs figure and the peer's)")
+    p.add_argument("--profile-step", choices=("all", "creating"), default="all",
+                   help="with --profile: the whole run, or step 1 only (until every Job exists)")
     p.add_argument("--kueue", action="store_true", help="Jobs queued in Kueue (started with the control plane) and admitted by it")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args()
