@@ -19,8 +19,10 @@ Its RSS is sampled every 0.2 s. Then:
    runner exits 0); the figure is the time until every Evaluation is Succeeded.
 
 Side by side, for context (the "peer" column): the same Job manifests created directly from one client
-with the same concurrency in another namespace (the API server's floor for step 1), and the RSS of a
-bare `python -c "import kopf, kubernetes"` (the memory floor). Everything it started is stopped and
+with the same concurrency in another namespace (the API server's floor for the Jobs alone); one client
+creating each Evaluation and then its Jobs, no operator (the floor of step 1 as a whole, the
+Evaluations' own creation included); and the RSS of a bare `python -c "import kopf, kubernetes"` (the
+memory floor). Everything it started is stopped and
 removed at the end; every wait is bounded.
 
 --kueue: the control plane runs Kueue (hack/control-plane kueue) with a ClusterQueue whose quota admits
@@ -799,6 +801,18 @@ class Bench:
         t0 = time.monotonic()
         list(self.pool.map(lambda m: self.http.post(job_path(self.peer_ns), m), manifests))
         self.results["peer_all_jobs_exist_s"] = round(time.monotonic() - t0, 2)
+        # The floor of step 1 itself, no operator: the same client creates each Evaluation and then its Jobs.
+        settings = Settings(**env_settings)
+
+        def evaluation_then_jobs(body: dict[str, Any]) -> None:
+            made = self.http.post(ev_path(self.peer_ns), body)
+            for manifest in build_jobs(made, settings):
+                self.http.post(job_path(self.peer_ns), manifest)
+        bodies = [evaluation_body(f"floor-{i:04d}", self.datasets, a.limit) for i in range(a.evaluations)]
+        log(f"floor: creating {len(bodies)} Evaluations, each followed by its Jobs, directly ({a.workers} client threads)")
+        t0 = time.monotonic()
+        list(self.pool.map(evaluation_then_jobs, bodies))
+        self.results["floor_evaluations_then_jobs_s"] = round(time.monotonic() - t0, 2)
 
     def peer_rss(self) -> None:
         """RSS of a bare interpreter that imported kopf and kubernetes (and, for reference, the handlers)."""
@@ -829,6 +843,8 @@ class Bench:
         self.peer_rss()
         if self.results.get("all_jobs_exist_s") and self.results.get("peer_all_jobs_exist_s"):
             self.results["jobs_time_to_peer"] = round(self.results["all_jobs_exist_s"] / self.results["peer_all_jobs_exist_s"], 2)
+        if self.results.get("all_jobs_exist_s") and self.results.get("floor_evaluations_then_jobs_s"):
+            self.results["jobs_time_to_floor"] = round(self.results["all_jobs_exist_s"] / self.results["floor_evaluations_then_jobs_s"], 2)
         return self.results
 
 
@@ -847,6 +863,8 @@ def table(r: dict[str, Any]) -> str:
         ("figure", "operator", "peer", "target"),
         (f"time until all {r['jobs_expected']} Jobs exist (s)", f(r.get("all_jobs_exist_s")), f(r.get("peer_all_jobs_exist_s")), "< 60"),
         ("  the same, operator / peer", f(r.get("jobs_time_to_peer")), "-", "<= 1.5"),
+        ("  one client creating each Evaluation, then its Jobs (s)", "-", f(r.get("floor_evaluations_then_jobs_s")), "-"),
+        ("  operator / that client", f(r.get("jobs_time_to_floor")), "-", "-"),
         *([("  Kueue has admitted every Job (s)", f(r.get("all_jobs_admitted_s")), "-", "-")] if r.get("kueue") else []),
         ("peak RSS (MB)", f(r.get("operator_rss_peak_mb")), f(r.get("peer_rss_kopf_kubernetes_mb")), "< 250 (1,000: < 400)"),
         ("status patches / Evaluation / min (max)", f(r.get("patches_per_eval_min_max")), "-", "<= 30"),

@@ -307,8 +307,25 @@ def test_a_finished_or_deleted_job_has_the_evaluations_waiting_for_a_slot_looked
     look(controller)
     assert controller.evaluations[("team", "a")].waiting and controller.evaluations[("team", "b")].waiting
     running = next(iter(controller.evaluations[("team", "a")].unseen_jobs.values()))
-    controller.job_changed(("team", "a"), replace(running, complete=True))
+    controller.job_changed(("team", "a"), running.name, replace(running, complete=True))
     assert controller.dirty == {("team", "a"), ("team", "b")}
     controller.dirty.clear()
-    controller.job_changed(("team", "b"), None)
+    controller.job_changed(("team", "b"), "gone", None)
     assert controller.dirty == {("team", "a"), ("team", "b")}
+
+
+def test_a_job_event_that_changes_nothing_the_operator_reads_wakes_nobody():
+    controller = Controller(Settings(), RecordingApi(), {}, {})
+    controller.evaluation_seen(evaluation("a"))
+    look(controller)
+    job = next(iter(controller.evaluations[("team", "a")].unseen_jobs.values()))
+    controller.job_changed(("team", "a"), job.name, job)
+    assert controller.dirty == {("team", "a")}
+    controller.dirty.clear()
+    controller.job_changed(("team", "a"), job.name, job)  # the same state again (the job controller counted its pods)
+    assert controller.dirty == set()
+    controller.job_changed(("team", "a"), job.name, replace(job, active=1))
+    assert controller.dirty == {("team", "a")}
+    controller.dirty.clear()
+    controller.job_changed(("team", "a"), job.name, None)
+    assert controller.dirty == {("team", "a")} and ("team", job.name) not in controller.job_states

@@ -18,6 +18,20 @@ from flageval.controller.status import JobState
 
 OF_AN_EVALUATION = {LABEL_EVALUATION: kopf.PRESENT}
 
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No handler here reacts to a change (on.create/update/field): kopf would still deep-copy every watched
+    body at every event to diff it with the last handled one (a sixth of the operator's CPU at scale)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        pass
+
 # The handlers are coroutines: they only move data, so they run on the loop's thread (a sync handler would
 # go through a thread pool for each event and race the loop).
 
@@ -27,7 +41,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, evaluation_j
                   evaluation_reports: kopf.Index, **_: Any) -> None:
     # kopf's own bookkeeping goes to annotations: status has one writer and a structural schema.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flageval.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="flageval.io", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
@@ -72,10 +86,10 @@ async def evaluation_reports(body: kopf.Body, namespace: str, labels: dict[str, 
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OF_AN_EVALUATION)
-async def job_event(event: dict[str, Any], namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+async def job_event(event: dict[str, Any], name: str, namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     """After the index has the Job, or has dropped it (which kopf does without calling the index function)."""
     job = None if event.get("type") == "DELETED" else JobState.of(event["object"])
-    memo.controller.job_changed(_evaluation_of(namespace, labels), job)
+    memo.controller.job_changed(_evaluation_of(namespace, labels), name, job)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -42,8 +42,11 @@ JOBS_CREATED = Counter("flageval_jobs_created", "Runner Jobs created")
 STATUS_PATCHES = Counter("flageval_status_patches", "Evaluation status patches")
 RECONCILE_SECONDS = Histogram("flageval_reconcile_seconds", "Time to reconcile one Evaluation")
 PATCHES_IN_FLIGHT = 8  # status patches waiting for the API server at once
-STATUS_HOLD_FOR_JOBS = 10.0  # the longest a status patch waits for Job creations under way (s)
+STATUS_HOLD_FOR_JOBS = 30.0  # the longest a status patch waits for Job creations under way (s)
 POD_LOOK_INTERVAL = 5.0  # a runner not started after this long has its namespace's pods looked at, this often (s)
+# Once woken, the loop lets the events of this long gather before it looks: a pass walks every Evaluation
+# (what is due, runners not started, Jobs running), and a burst of watch events would each start one (s).
+GATHER = 0.01
 
 
 class Api(Protocol):
@@ -82,6 +85,7 @@ class Controller:
         self.running_counted: int | None = None  # running_all() of the current pass
         self.waiting: set[Key] = set()  # Evaluations with datasets waiting for a Job (a slot, a retry)
         self.jobs_in_flight = 0  # Job creations under way: status patches wait for them
+        self.job_states: dict[tuple[str, str], JobState] = {}  # (namespace, Job) → as its last event showed it
 
     # -- what the watches show -----------------------------------------------------------------------
 
@@ -105,8 +109,16 @@ class Controller:
         self.dirty.discard(key)
         self.waiting.discard(key)
 
-    def job_changed(self, key: Key, job: JobState | None) -> None:
-        """A Job of `key` changed, or is gone (None)."""
+    def job_changed(self, key: Key, name: str, job: JobState | None) -> None:
+        """Job `name` of `key` changed, or is gone (None). Most of a Job's events change nothing the operator
+        reads (the job controller counting its pods): those wake nobody."""
+        job_key = (key[0], name)
+        if job is not None and self.job_states.get(job_key) == job:
+            return
+        if job is None:
+            self.job_states.pop(job_key, None)
+        else:
+            self.job_states[job_key] = job
         if job is None or job.finished:  # a slot may have become free
             self.touch(*(k for k in self.waiting if k in self.evaluations))
         self.touch(key)
@@ -132,6 +144,7 @@ class Controller:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(0.0, min([1.0, *(at - now for at in due)])))
             except TimeoutError:
                 pass
+            await asyncio.sleep(GATHER)
             self.wake.clear()
             now = time.monotonic()
             for key, state in self.evaluations.items():
@@ -175,6 +188,8 @@ class Controller:
         """Jobs holding a slot under the caps in every Evaluation: those the watch shows (of Evaluations
         not seen yet too) and those created since; counted once per pass over the dirty Evaluations, plus
         the Jobs this pass created."""
+        if self.settings.running_cap == float("inf"):  # no cap (Kueue's quotas decide): nothing to count against
+            return 0
         if self.running_counted is None:
             self.running_counted = self.count_running()
         return self.running_counted
