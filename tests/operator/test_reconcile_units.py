@@ -113,10 +113,10 @@ def test_the_status_is_written_at_most_once_per_interval():
     jobs = {m["metadata"]["name"]: created(m, active=1) for m in build_jobs(evaluation(), settings)}
     state = EvaluationState(evaluation())
     assert reconcile(state, jobs, set(), settings, count_running=never, now=10.0).patch_status
-    state.patching = True
+    state.patching = True  # a patch under way: not polled, looked at again once it is done
     actions = reconcile(state, jobs, set(), settings, count_running=never, now=10.1)
-    assert not actions.patch_status and actions.look_again_at == 10.6
-    state.patching, state.last_patch = False, 10.2
+    assert not actions.patch_status and actions.look_again_at is None and state.look_after_patch
+    state.patching, state.look_after_patch, state.last_patch = False, False, 10.2
     actions = reconcile(state, jobs, set(), settings, count_running=never, now=11.0)
     assert not actions.patch_status and actions.look_again_at == 12.2
     assert reconcile(state, jobs, set(), settings, count_running=never, now=12.2).patch_status

@@ -85,6 +85,7 @@ class Controller:
         self.running_counted: int | None = None  # running_all() of the current pass
         self.waiting: set[Key] = set()  # Evaluations with datasets waiting for a Job (a slot, a retry)
         self.jobs_in_flight = 0  # Job creations under way: status patches wait for them
+        self.held: set[Key] = set()  # Evaluations whose status patch waits for those creations
         self.job_states: dict[tuple[str, str], JobState] = {}  # (namespace, Job) → as its last event showed it
 
     # -- what the watches show -----------------------------------------------------------------------
@@ -108,6 +109,7 @@ class Controller:
         self.evaluations.pop(key, None)
         self.dirty.discard(key)
         self.waiting.discard(key)
+        self.held.discard(key)
 
     def job_changed(self, key: Key, name: str, job: JobState | None) -> None:
         """Job `name` of `key` changed, or is gone (None). Most of a Job's events change nothing the operator
@@ -261,7 +263,8 @@ class Controller:
             # Job creations first: the API server serves both, and a status can wait for a burst of them
             # (for a while only: Jobs refused again and again must not keep the status from saying so).
             state.held_since = state.held_since or now
-            state.look_again(now + 0.5)
+            state.look_again(state.held_since + STATUS_HOLD_FOR_JOBS)
+            self.held.add(key)  # looked at again as soon as no creation is under way
         elif actions.patch_status:
             state.held_since = None
             state.look_again_at = None
@@ -280,8 +283,9 @@ class Controller:
             await self._create_job(state, manifest)
         finally:
             self.jobs_in_flight -= 1
-            if not self.jobs_in_flight:
-                self.wake.set()  # the statuses held back meanwhile are due
+            if not self.jobs_in_flight:  # the statuses held back meanwhile are due
+                self.touch(*(k for k in self.held if k in self.evaluations))
+                self.held.clear()
 
     async def _create_job(self, state: EvaluationState, manifest: dict[str, Any]) -> None:
         """Create one Job beside the loop; until the watch shows it, what the server made holds its slot, or
@@ -428,3 +432,6 @@ class Controller:
             state.look_again(time.monotonic() + 1.0)
         finally:
             state.patching = False
+            if state.look_after_patch:
+                state.look_after_patch = False
+                self.touch(key)

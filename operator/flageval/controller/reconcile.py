@@ -46,6 +46,7 @@ class EvaluationState:
     # even while the watch still shows an older one.
     written: dict[str, Any] | None = None
     patching: bool = False
+    look_after_patch: bool = False  # looked at while its patch was under way: look again once it is done
     held_since: float | None = None  # since when its status patch waits for Job creations (monotonic)
     look_again_at: float | None = None  # when a throttled or retried Evaluation is due again (monotonic)
 
@@ -143,10 +144,12 @@ def reconcile(state: EvaluationState, jobs: Mapping[str, JobState], reported: se
     state.unstarted = {name: state.unstarted.get(name, now) for name, job in jobs.items()
                        if name not in state.creating and job.active and job.task not in reported}
 
-    # At most one status patch per status_interval; a throttled Evaluation is looked at again when it is due.
+    # At most one status patch per status_interval; a throttled Evaluation is looked at again when it is due,
+    # one whose patch is under way (or waits for a free slot) once it is done — not polled meanwhile: a
+    # thousand Evaluations waiting for eight slots were otherwise each looked at twice a second.
     interval = settings.status_interval
     if state.patching:
-        actions.look_again_at = now + interval / 4
+        state.look_after_patch = True
     elif now < state.last_patch + interval:
         actions.look_again_at = state.last_patch + interval
     else:
