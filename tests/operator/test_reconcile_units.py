@@ -329,3 +329,22 @@ def test_a_job_event_that_changes_nothing_the_operator_reads_wakes_nobody():
     controller.dirty.clear()
     controller.job_changed(("team", "a"), job.name, None)
     assert controller.dirty == {("team", "a")} and ("team", job.name) not in controller.job_states
+
+
+def test_only_evaluations_that_looked_for_a_baseline_elsewhere_are_looked_at_when_another_succeeds():
+    controller = Controller(Settings(), RecordingApi(), {}, {})
+    controller.evaluation_seen(evaluation("own"))  # its NVIDIA service is its own baseline
+    controller.evaluation_seen(evaluation("needy", evalInfos=INFOS[1:]))  # an Ascend service only: the baseline is elsewhere
+    controller.evaluation_seen(evaluation("done"))
+    controller.evaluation_seen(evaluation("elsewhere", ns="other", evalInfos=INFOS[1:]))
+    look(controller)  # Jobs created; the statuses wait for them
+    look(controller)  # statuses written
+    assert len(controller.api.made("patch_status")) == 4
+    wants = {key[1]: state.wants_others_baseline for key, state in controller.evaluations.items()}
+    assert wants == {"own": False, "needy": True, "done": False, "elsewhere": True}
+    controller.dirty.clear()
+    done = controller.evaluations[("team", "done")]
+    done.body = {**done.body, "status": {"phase": "Running"}}
+    controller.new_status = lambda key: {"phase": "Succeeded", "release": True}  # "done" has just finished
+    asyncio.run(controller.patch_status(done))
+    assert controller.dirty == {("team", "needy")}  # not "own", and nothing in another namespace

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from kubernetes.client.rest import ApiException
@@ -377,10 +377,15 @@ class Controller:
             if job.queue and job.suspended and not job.finished:  # waits for Kueue: say why, in its words
                 notes.setdefault(job.name, self.workloads.waiting(namespace, job.name, job.queue))
         # Looked at only for a service without a baseline of its own: a list of a thousand bodies made for
-        # every status was a quarter of the operator's CPU.
+        # every status was a quarter of the operator's CPU. Whether they were is kept: only such an Evaluation
+        # is looked at again when another one of its namespace succeeds.
         # (desired_status does not await: the Evaluations cannot change while it reads them.)
-        others = (s.body for (ns, n), s in self.evaluations.items() if ns == namespace and n != name)
-        return desired_status(state, jobs, self.reports.get(key, ()), others, ReportsOf(self.reports, namespace), notes, now_text(),
+        def others() -> Iterator[dict[str, Any]]:
+            state.wants_others_baseline = True
+            yield from (s.body for (ns, n), s in self.evaluations.items() if ns == namespace and n != name)
+
+        state.wants_others_baseline = False
+        return desired_status(state, jobs, self.reports.get(key, ()), others(), ReportsOf(self.reports, namespace), notes, now_text(),
                               self.url_policy)
 
     async def write_report(self, body: dict[str, Any]) -> None:
@@ -423,8 +428,9 @@ class Controller:
                     and any(d.get("accuracy") is not None for r in new.get("evalResults") or () for d in r.get("details") or ())):
                 self.beside(self.write_report(patched))
             if new["phase"] == Phase.SUCCEEDED.value and old.get("phase") != new["phase"]:
-                # This may be the baseline another Evaluation in the namespace waits for.
-                self.touch(*(k for k in self.evaluations if k[0] == namespace and k != key))
+                # This may be the baseline another Evaluation in the namespace waits for (not every other
+                # Evaluation: a thousand finishing made a million looks).
+                self.touch(*(k for k, s in self.evaluations.items() if k[0] == namespace and k != key and s.wants_others_baseline))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -47,6 +47,7 @@ class EvaluationState:
     written: dict[str, Any] | None = None
     patching: bool = False
     look_after_patch: bool = False  # looked at while its patch was under way: look again once it is done
+    wants_others_baseline: bool = False  # its last status looked for a baseline in other Evaluations
     held_since: float | None = None  # since when its status patch waits for Job creations (monotonic)
     look_again_at: float | None = None  # when a throttled or retried Evaluation is due again (monotonic)
 
