@@ -29,6 +29,10 @@ removed at the end; every wait is bounded.
 every Job of both namespaces; the operator runs in Kueue mode (Jobs queued and created suspended, no caps
 of its own), and the peer's manifests are the same queued Jobs. Also measured: the time until Kueue has
 admitted every Job (its runner pod may then be created).
+
+--backlog: the Evaluations are created first, the operator started after (a restart, an upgrade, Argo CD
+syncing many at once); step 1 is timed from the operator's process start, so that, as for the peer, the
+Evaluations' own creation is not in the figure (the operator's start, imports and first lists are).
 """
 
 from __future__ import annotations
@@ -392,10 +396,11 @@ class Bench:
     # -- CPU accounting: the operator, the control plane's processes (when this run started them), the machine
 
     def cpu_snapshot(self) -> dict[str, Any]:
-        pids = {"operator": self.operator.pid, "bench": os.getpid()}
+        pids = {"operator": self.operator.pid if self.operator else None, "bench": os.getpid()}
         for name in ("kube-apiserver", "etcd", "kube-controller-manager", "kueue"):
             pids[name] = self.plane.pid(name)
-        return {"t": time.monotonic(), "machine": machine_busy(), **{k: proc_cpu_seconds(v) for k, v in pids.items() if v}}
+        return {"t": time.monotonic(), "machine": machine_busy(), **{k: proc_cpu_seconds(v) for k, v in pids.items() if v},
+                **({} if self.operator else {"operator": 0.0})}  # not started yet: all its CPU is since
 
     def cpu_since(self, before: dict[str, Any], prefix: str) -> None:
         now = self.cpu_snapshot()
@@ -474,7 +479,8 @@ class Bench:
                 raise SystemExit("--profile needs py-spy")
             fmt = {".txt": "raw", ".json": "speedscope"}.get(Path(self.args.profile).suffix, "flamegraph")
             self.profiler = subprocess.Popen([spy, "record", "--pid", str(self.operator.pid), "--rate", "50", "--format", fmt,
-                                              "--output", self.args.profile, *(["--idle"] if self.args.profile_idle else [])],
+                                              "--output", self.args.profile, *(["--idle"] if self.args.profile_idle else []),
+                                              *(["--gil"] if self.args.profile_gil else [])],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(2)  # its watches connect
         self.results["operator_idle_rss_mb"] = round(proc_rss_mb(self.operator.pid), 1)
@@ -563,18 +569,31 @@ class Bench:
 
     # -- step 1: Evaluations applied at once → every Job exists
 
-    def apply(self) -> None:
+    def create_evaluations(self) -> float:
+        """Every Evaluation created at once from the client's threads; the seconds it took."""
         a = self.args
-        self.watch(job_path(self.ns), self.on_job)
-        self.watch(ev_path(self.ns), self.on_evaluation)
         bodies = [evaluation_body(f"bench-{i:04d}", self.datasets, a.limit) for i in range(a.evaluations)]
-        cpu0 = proc_cpu_seconds(self.operator.pid)
-        snap = self.cpu_snapshot()
         log(f"creating {a.evaluations} Evaluations × {a.datasets} datasets in {self.ns} ({a.workers} client threads)")
         t0 = time.monotonic()
         futures = [self.pool.submit(self.http.post, ev_path(self.ns), body) for body in bodies]
         self.evaluations = [f.result()["metadata"]["name"] for f in futures]
-        applied = time.monotonic() - t0
+        return time.monotonic() - t0
+
+    def apply(self) -> None:
+        a = self.args
+        self.watch(job_path(self.ns), self.on_job)
+        self.watch(ev_path(self.ns), self.on_evaluation)
+        if a.backlog:  # the Evaluations are there first; the clock starts with the operator's process
+            applied = self.create_evaluations()
+            cpu0, snap = 0.0, self.cpu_snapshot()
+            t0 = time.monotonic()
+            self.start_operator()
+            self.results["operator_live_s"] = round(time.monotonic() - t0, 2)
+        else:
+            cpu0 = proc_cpu_seconds(self.operator.pid)
+            snap = self.cpu_snapshot()
+            t0 = time.monotonic()
+            applied = self.create_evaluations()
         try:
             wait(lambda: len(self.job_seen) >= self.n_jobs, a.timeout, f"{self.n_jobs} Jobs", 0.05)
             all_jobs = max(self.job_seen.values()) - t0
@@ -595,7 +614,8 @@ class Bench:
         if self.job_seen:  # when they came: the first, then each quarter
             seen = sorted(t - t0 for t in self.job_seen.values())
             self.results["jobs_timeline_s"] = {f"{q}%": round(seen[max(0, len(seen) * q // 100 - 1)], 2) for q in (0, 25, 50, 75, 100)}
-        log(f"{len(self.job_seen)} Jobs exist {all_jobs and round(all_jobs, 1)}s after the first create "
+        since = "the operator's process started" if a.backlog else "the first create"
+        log(f"{len(self.job_seen)} Jobs exist {all_jobs and round(all_jobs, 1)}s after {since} "
             f"(Evaluations created in {applied:.1f}s; the first Job and each quarter of them at {self.results.get('jobs_timeline_s')})")
         if self.args.profile_step == "creating":
             self.stop_profiler()
@@ -830,9 +850,10 @@ class Bench:
     def run(self) -> dict[str, Any]:
         a = self.args
         self.results.update(evaluations=a.evaluations, datasets=a.datasets, jobs_expected=self.n_jobs, workers=a.workers,
-                            status_interval_s=Settings().status_interval, kueue=a.kueue)
+                            status_interval_s=Settings().status_interval, kueue=a.kueue, backlog=a.backlog)
         self.setup()
-        self.start_operator()
+        if not a.backlog:
+            self.start_operator()
         self.apply()
         if len(self.job_seen) >= self.n_jobs and not a.jobs_only:
             self.report()
@@ -878,7 +899,9 @@ def table(r: dict[str, Any]) -> str:
     notes = [
         f"{r['evaluations']} Evaluations × {r['datasets']} datasets, {r['workers']} client threads, status interval {f(r.get('status_interval_s'))} s"
         + (", Kueue: Jobs queued and admitted (the peer's too)" if r.get("kueue") else ""),
-        f"Evaluations created in {f(r.get('evaluations_created_s'))} s; operator CPU while creating Jobs {f(r.get('operator_cpu_s_creating'))} s",
+        f"Evaluations created in {f(r.get('evaluations_created_s'))} s"
+        + (f", before the operator started (the Jobs' time is from its process start; live after {f(r.get('operator_live_s'))} s)" if r.get("backlog") else "")
+        + f"; operator CPU while creating Jobs {f(r.get('operator_cpu_s_creating'))} s",
         (f"peer RSS: bare 'import kopf, kubernetes' {f(r.get('peer_rss_kopf_kubernetes_mb'))} MB; + flageval.controller.handlers "
         f"{f(r.get('peer_rss_handlers_imported_mb'))} MB; operator idle {f(r.get('operator_idle_rss_mb'))} MB"),
         "peer of 'Succeeded after final reports': every Job Complete (job controller) after the same reports",
@@ -910,6 +933,10 @@ def main() -> int:
     p.add_argument("--keep-log", action="store_true", help="keep the operator's log (its path is printed)")
     p.add_argument("--profile", metavar="PATH", help="record the operator with py-spy into PATH (.svg flamegraph, .txt collapsed stacks, .json speedscope)")
     p.add_argument("--profile-idle", action="store_true", help="with --profile: include idle threads")
+    p.add_argument("--profile-gil", action="store_true", help="with --profile: only the thread holding the GIL (where the CPU goes)")
+    p.add_argument("--backlog", action="store_true",
+                   help="the Evaluations are created before the operator starts (a restart, an upgrade, a sync of many): "
+                        "step 1 is timed from the operator's process start, Evaluations' creation excluded as in the peer")
     p.add_argument("--jobs-only", action="store_true", help="step 1 only: no reports, no finish (the Jobs figure and the peer's)")
     p.add_argument("--profile-step", choices=("all", "creating"), default="all",
                    help="with --profile: the whole run, or step 1 only (until every Job exists)")
