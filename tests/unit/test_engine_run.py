@@ -348,6 +348,7 @@ def test_journal_fsyncs_off_the_event_loop(tmp_path, monkeypatch):
             journal.append(SampleRecord(id=str(i), index=i))
         assert synced_on == [loop_thread]
 
+
 def test_cancellation_flushes_the_journal(tmp_path):
     path = tmp_path / "journal.jsonl"
     with serve_in_thread(latency=0.02) as url:

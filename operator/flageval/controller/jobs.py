@@ -66,11 +66,12 @@ def _api_key_env(info: EvalInfoSpec) -> dict[str, Any]:
     return {"name": "FLAGEVAL_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
-def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, settings: Settings) -> dict[str, Any]:
-    """The runner Job of one (evalInfo, dataset) of `evaluation` (the object as the API returns it)."""
+def build_job(evaluation: dict[str, Any], spec: EvaluationSpec, info: EvalInfoSpec, dataset: str, settings: Settings,
+              policy_env: list[dict[str, str]]) -> dict[str, Any]:
+    """The runner Job of one (evalInfo, dataset) of `evaluation` (the object as the API returns it; `spec`, its
+    validated spec; `policy_env`, the URL policy's variables)."""
     meta = evaluation["metadata"]
     namespace, ev_name = meta["namespace"], meta["name"]
-    spec = EvaluationSpec.model_validate(evaluation["spec"])
     name = job_name(ev_name, info.eval_model, dataset)
     labels = job_labels(settings, ev_name, info, dataset, spec.region)
     eval_info = info.to_eval_info().model_dump(mode="json", exclude={"api_key"})
@@ -99,7 +100,7 @@ def build_job(evaluation: dict[str, Any], info: EvalInfoSpec, dataset: str, sett
         {"name": "FLAGEVAL_TASK_RESULT", "value": f"{namespace}/{name}"},
         {"name": "FLAGEVAL_TASK_RESULT_META", "value": json.dumps(report_meta, sort_keys=True)},
         {"name": "FLAGEVAL_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        *({"name": name, "value": value} for name, value in settings.url_policy.env().items()),
+        *policy_env,
     ]
     # The service-account token is projected explicitly (automount off) so its mount precedes /tmp's.
     volumes = [
@@ -183,10 +184,12 @@ def build_jobs(evaluation: dict[str, Any], settings: Settings) -> list[dict[str,
     """Every Job of an Evaluation, evalInfo by evalInfo, in dataset order. Raises UrlRefused when an
     evalUrl is refused: then no Job at all."""
     spec = EvaluationSpec.model_validate(evaluation["spec"])
-    refusal = refused_urls(spec, settings.url_policy)
+    policy = settings.url_policy
+    refusal = refused_urls(spec, policy)
     if refusal:
         raise UrlRefused(refusal)
-    return [build_job(evaluation, info, dataset, settings) for info in spec.eval_infos for dataset in datasets_of(spec)]
+    policy_env = [{"name": name, "value": value} for name, value in policy.env().items()]
+    return [build_job(evaluation, spec, info, dataset, settings, policy_env) for info in spec.eval_infos for dataset in datasets_of(spec)]
 
 
 # What a runner may do with the API: report on its own task, nothing else.
