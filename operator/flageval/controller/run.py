@@ -38,7 +38,7 @@ def run_operator(argv: list[str]) -> int:
     if not args.verbose:  # kopf logs every handled watch event at INFO: thousands of lines a minute at scale
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # The Kubernetes client's calls run on threads; each step of each call waits for the loop's thread to let go
-    # of the GIL, up to the default 5 ms: with a thousand Evaluations' Jobs to create, that wait was the call.
+    # of the GIL, up to the default 5 ms (a thousand Evaluations' Jobs: about 7 % sooner at 1 ms, bench_operator).
     sys.setswitchinterval(0.001)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_host)
